@@ -1,0 +1,97 @@
+// Argument checks shared by the CPU and CUDA merge kernels: every message names the argument.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace leanops::merge {
+
+// Token layout of DESIGN.md: tokens [0, P) protected; A = even indices >= P; B = odd indices >= P.
+struct Layout {
+  int64_t n, protected_, na, nb, first_a, first_b;
+  Layout(int64_t n_, int64_t p) : n(n_), protected_(p) {
+    const int64_t rest = n > p ? n - p : 0;
+    const bool p_even = p % 2 == 0;
+    na = p_even ? (rest + 1) / 2 : rest / 2;
+    nb = p_even ? rest / 2 : (rest + 1) / 2;
+    first_a = p_even ? p : p + 1;
+    first_b = p_even ? p + 1 : p;
+  }
+  int64_t effective_r(int64_t r) const { return nb > 0 ? std::min(r, na) : 0; }
+  bool is_a(int64_t i) const { return i >= protected_ && i < n && i % 2 == 0; }
+  bool is_b(int64_t i) const { return i >= protected_ && i < n && i % 2 == 1; }
+  int64_t b_pos(int64_t i) const { return (i - first_b) / 2; }
+};
+
+inline void check_feature_dtype(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
+                  t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16,
+              name, " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
+}
+
+inline void check_index(const at::Tensor& t, const char* name, int64_t b, const at::Tensor& like) {
+  TORCH_CHECK(t.dim() == 2, name, " must be 2-D [B, k], got ", t.dim(), "-D");
+  TORCH_CHECK(t.scalar_type() == at::kLong, name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.size(0) == b, name, " batch size ", t.size(0), " does not match ", b);
+  TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ", t.device());
+}
+
+inline Layout check_match_inputs(const at::Tensor& metric, int64_t r, int64_t num_protected) {
+  TORCH_CHECK(metric.dim() == 3, "metric must be 3-D [B, N, C], got ", metric.dim(), "-D");
+  check_feature_dtype(metric, "metric");
+  TORCH_CHECK(metric.size(2) > 0, "metric must have C > 0 channels");
+  TORCH_CHECK(num_protected >= 0, "protected must be >= 0, got ", num_protected);
+  TORCH_CHECK(num_protected <= metric.size(1), "protected (", num_protected,
+              ") must be <= the number of tokens N = ", metric.size(1));
+  TORCH_CHECK(r >= 0, "r must be >= 0, got ", r);
+  TORCH_CHECK(r <= metric.size(1) - num_protected, "r (", r, ") is larger than the ",
+              metric.size(1) - num_protected, " mergeable tokens (N - protected)");
+  return Layout(metric.size(1), num_protected);
+}
+
+// Checks shapes of the merge arguments; returns the layout and the effective r.
+inline Layout check_merge_inputs(const at::Tensor& x, const c10::optional<at::Tensor>& size,
+                                 const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
+                                 int64_t num_protected, const c10::optional<at::Tensor>& channel_gate,
+                                 const c10::optional<at::Tensor>& token_gate) {
+  TORCH_CHECK(x.dim() == 3, "x must be 3-D [B, N, C], got ", x.dim(), "-D");
+  check_feature_dtype(x, "x");
+  const int64_t b = x.size(0), n = x.size(1), c = x.size(2);
+  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "protected must be in [0, N=", n, "], got ",
+              num_protected);
+  Layout lay(n, num_protected);
+  if (size.has_value()) {
+    TORCH_CHECK(size->dim() == 2 && size->size(0) == b && size->size(1) == n,
+                "size must be [B, N] = [", b, ", ", n, "], got ", size->sizes());
+    TORCH_CHECK(size->scalar_type() == at::kFloat, "size must be float32, got ", size->scalar_type());
+    TORCH_CHECK(size->device() == x.device(), "size must be on ", x.device());
+  }
+  check_index(src, "src_idx", b, x);
+  check_index(dst, "dst_idx", b, x);
+  check_index(unm, "unm_idx", b, x);
+  TORCH_CHECK(src.size(1) == dst.size(1), "src_idx and dst_idx must have the same length, got ",
+              src.size(1), " and ", dst.size(1));
+  TORCH_CHECK(src.size(1) + unm.size(1) == lay.na, "src_idx (", src.size(1), ") and unm_idx (",
+              unm.size(1), ") must together list the ", lay.na, " A tokens");
+  TORCH_CHECK(src.size(1) == 0 || lay.nb > 0, "src_idx is not empty but there is no B token");
+  TORCH_CHECK(channel_gate.has_value() == token_gate.has_value(),
+              "channel_gate and token_gate must be given together");
+  if (channel_gate.has_value()) {
+    TORCH_CHECK(channel_gate->dim() == 3 && channel_gate->size(0) == b && channel_gate->size(1) == 1 &&
+                    channel_gate->size(2) == c,
+                "channel_gate must be [B, 1, C] = [", b, ", 1, ", c, "], got ", channel_gate->sizes());
+    TORCH_CHECK(token_gate->dim() == 3 && token_gate->size(0) == b && token_gate->size(1) == src.size(1) &&
+                    token_gate->size(2) == 1,
+                "token_gate must be [B, r, 1] = [", b, ", ", src.size(1), ", 1], got ", token_gate->sizes());
+    TORCH_CHECK(channel_gate->scalar_type() == x.scalar_type() && token_gate->scalar_type() == x.scalar_type(),
+                "channel_gate and token_gate must have x's dtype ", x.scalar_type());
+    TORCH_CHECK(channel_gate->device() == x.device() && token_gate->device() == x.device(),
+                "channel_gate and token_gate must be on ", x.device());
+  }
+  return lay;
+}
+
+inline void check_slot_map(const at::Tensor& slot_map, const char* name) {
+  TORCH_CHECK(slot_map.dim() == 2, name, " must be 2-D [B, N], got ", slot_map.dim(), "-D");
+  TORCH_CHECK(slot_map.scalar_type() == at::kLong, name, " must be int64, got ", slot_map.scalar_type());
+}
+
+}  // namespace leanops::merge

@@ -1,0 +1,386 @@
+// C++ CPU kernels of the merge family: one pass per batch row, parallel over the batch.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "merge_checks.h"
+
+namespace leanops::merge {
+namespace {
+
+template <typename acc_t>
+inline bool beats(acc_t a, acc_t b) {  // torch's order: NaN above every number
+  if (std::isnan(a)) return !std::isnan(b);
+  return !std::isnan(b) && a > b;
+}
+
+// Dot product with four independent sums so the compiler can keep them in vector lanes.
+template <typename acc_t>
+inline acc_t dot(const acc_t* a, const acc_t* b, int64_t c) {
+  acc_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t k = 0;
+  for (; k + 4 <= c; k += 4) {
+    s0 += a[k] * b[k];
+    s1 += a[k + 1] * b[k + 1];
+    s2 += a[k + 2] * b[k + 2];
+    s3 += a[k + 3] * b[k + 3];
+  }
+  for (; k < c; ++k) s0 += a[k] * b[k];
+  return (s0 + s1) + (s2 + s3);
+}
+
+template <typename scalar_t>
+void bipartite_match_kernel(const at::Tensor& metric, const Layout& lay, int64_t r, at::Tensor& src,
+                            at::Tensor& dst, at::Tensor& unm) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t bsz = metric.size(0), n = metric.size(1), c = metric.size(2);
+  const scalar_t* m = metric.data_ptr<scalar_t>();
+  int64_t* src_p = src.data_ptr<int64_t>();
+  int64_t* dst_p = dst.data_ptr<int64_t>();
+  int64_t* unm_p = unm.data_ptr<int64_t>();
+  const int64_t na = lay.na, nb = lay.nb, n_unm = na - r;
+  at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> unit_a(na * c), unit_b(nb * c), best(na);
+    std::vector<int64_t> arg(na), order(na);
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const scalar_t* row = m + bi * n * c;
+      // Unit vectors of the A and B tokens (no epsilon: a zero vector gives NaN, as in ToMe).
+      auto normalise = [&](int64_t tok, acc_t* out) {
+        const scalar_t* v = row + tok * c;
+        acc_t ss = 0;
+        for (int64_t k = 0; k < c; ++k) ss += acc_t(v[k]) * acc_t(v[k]);
+        const acc_t inv = acc_t(1) / std::sqrt(ss);
+        for (int64_t k = 0; k < c; ++k) out[k] = acc_t(v[k]) * inv;
+      };
+      for (int64_t i = 0; i < na; ++i) normalise(lay.first_a + 2 * i, unit_a.data() + i * c);
+      for (int64_t j = 0; j < nb; ++j) normalise(lay.first_b + 2 * j, unit_b.data() + j * c);
+      for (int64_t i = 0; i < na; ++i) {
+        acc_t bv = -std::numeric_limits<acc_t>::infinity();
+        int64_t bj = 0;
+        for (int64_t j = 0; j < nb; ++j) {
+          const acc_t s = dot(unit_a.data() + i * c, unit_b.data() + j * c, c);
+          if (j == 0 || beats(s, bv)) {
+            bv = s;
+            bj = j;
+          }
+        }
+        best[i] = bv;
+        arg[i] = bj;
+      }
+      std::iota(order.begin(), order.end(), 0);
+      // Highest score first; stable, so ties keep the lower index first.
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return beats(best[a], best[b]); });
+      std::sort(order.begin() + r, order.end());
+      for (int64_t k = 0; k < r; ++k) {
+        src_p[bi * r + k] = lay.first_a + 2 * order[k];
+        dst_p[bi * r + k] = lay.first_b + 2 * arg[order[k]];
+      }
+      for (int64_t k = 0; k < n_unm; ++k) unm_p[bi * n_unm + k] = lay.first_a + 2 * order[r + k];
+    }
+  });
+}
+
+// Checks that src and unm list every A token exactly once, and dst only B tokens.
+void check_row_indices(const Layout& lay, const int64_t* src, const int64_t* dst, const int64_t* unm, int64_t r,
+                       int64_t n_unm, std::vector<char>& seen) {
+  std::fill(seen.begin(), seen.end(), 0);
+  auto mark = [&](int64_t i, const char* name) {
+    TORCH_CHECK(lay.is_a(i), name, " holds ", i, ", which is not an A token (even index in [protected, N))");
+    TORCH_CHECK(!seen[(i - lay.first_a) / 2], name, " lists A token ", i, " twice");
+    seen[(i - lay.first_a) / 2] = 1;
+  };
+  for (int64_t k = 0; k < r; ++k) {
+    mark(src[k], "src_idx");
+    TORCH_CHECK(lay.is_b(dst[k]), "dst_idx holds ", dst[k], ", which is not a B token (odd index in [protected, N))");
+  }
+  for (int64_t k = 0; k < n_unm; ++k) mark(unm[k], "unm_idx");
+}
+
+template <typename scalar_t>
+void merge_wavg_kernel(const at::Tensor& x, const float* size, const at::Tensor& src, const at::Tensor& dst,
+                       const at::Tensor& unm, const Layout& lay, const scalar_t* cg, const scalar_t* tg,
+                       at::Tensor& x_out, at::Tensor& size_out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t bsz = x.size(0), n = x.size(1), c = x.size(2), r = src.size(1), n_unm = unm.size(1);
+  const int64_t p = lay.protected_, nb = lay.nb, m = n - r;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  scalar_t* op = x_out.data_ptr<scalar_t>();
+  float* sp = size_out.data_ptr<float>();
+  at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> num(nb * c), den(nb);
+    std::vector<char> seen(lay.na);
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const scalar_t* xr = xp + bi * n * c;
+      const float* sr = size ? size + bi * n : nullptr;
+      const int64_t* sidx = src.data_ptr<int64_t>() + bi * r;
+      const int64_t* didx = dst.data_ptr<int64_t>() + bi * r;
+      const int64_t* uidx = unm.data_ptr<int64_t>() + bi * n_unm;
+      check_row_indices(lay, sidx, didx, uidx, r, n_unm, seen);
+      scalar_t* orow = op + bi * m * c;
+      float* srow = sp + bi * m;
+      auto sz = [&](int64_t i) { return sr ? sr[i] : 1.0f; };
+      auto copy_token = [&](int64_t from, int64_t slot) {
+        std::copy(xr + from * c, xr + (from + 1) * c, orow + slot * c);
+        srow[slot] = sz(from);
+      };
+      for (int64_t i = 0; i < p; ++i) copy_token(i, i);
+      for (int64_t k = 0; k < n_unm; ++k) copy_token(uidx[k], p + k);
+      for (int64_t j = 0; j < nb; ++j) {  // each B token starts with its own weighted value
+        const int64_t tok = lay.first_b + 2 * j;
+        const acc_t w = sz(tok);
+        den[j] = w;
+        for (int64_t k = 0; k < c; ++k) num[j * c + k] = w * acc_t(xr[tok * c + k]);
+      }
+      for (int64_t k = 0; k < r; ++k) {  // merged-in A tokens, PYRA-modulated when gated
+        const int64_t j = lay.b_pos(didx[k]);
+        const acc_t w = sz(sidx[k]);
+        const scalar_t* v = xr + sidx[k] * c;
+        den[j] += w;
+        acc_t* acc = num.data() + j * c;
+        if (cg) {
+          const acc_t t = tg[bi * r + k];
+          const scalar_t* g = cg + bi * c;
+          for (int64_t q = 0; q < c; ++q) acc[q] += w * acc_t(v[q]) * (acc_t(1) + acc_t(g[q]) * t);
+        } else {
+          for (int64_t q = 0; q < c; ++q) acc[q] += w * acc_t(v[q]);
+        }
+      }
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t slot = p + n_unm + j;
+        const acc_t inv = den[j] > 0 ? acc_t(1) / den[j] : acc_t(0);  // empty (padding) slot -> 0
+        for (int64_t k = 0; k < c; ++k) orow[slot * c + k] = scalar_t(num[j * c + k] * inv);
+        srow[slot] = float(den[j]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void merge_wavg_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const float* size, const at::Tensor& src,
+                                const at::Tensor& dst, const at::Tensor& unm, const Layout& lay, const scalar_t* cg,
+                                const scalar_t* tg, at::Tensor& gx, scalar_t* gcg, scalar_t* gtg) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t bsz = x.size(0), n = x.size(1), c = x.size(2), r = src.size(1), n_unm = unm.size(1);
+  const int64_t p = lay.protected_, nb = lay.nb, m = n - r;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* gp = grad.data_ptr<scalar_t>();
+  scalar_t* gxp = gx.data_ptr<scalar_t>();
+  at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> den(nb), gcg_acc(c);
+    std::vector<char> seen(lay.na);
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const scalar_t* xr = xp + bi * n * c;
+      const scalar_t* gr = gp + bi * m * c;
+      scalar_t* gxr = gxp + bi * n * c;
+      const float* sr = size ? size + bi * n : nullptr;
+      const int64_t* sidx = src.data_ptr<int64_t>() + bi * r;
+      const int64_t* didx = dst.data_ptr<int64_t>() + bi * r;
+      const int64_t* uidx = unm.data_ptr<int64_t>() + bi * n_unm;
+      check_row_indices(lay, sidx, didx, uidx, r, n_unm, seen);
+      auto sz = [&](int64_t i) { return sr ? acc_t(sr[i]) : acc_t(1); };
+      for (int64_t i = 0; i < p; ++i) std::copy(gr + i * c, gr + (i + 1) * c, gxr + i * c);
+      for (int64_t k = 0; k < n_unm; ++k) std::copy(gr + (p + k) * c, gr + (p + k + 1) * c, gxr + uidx[k] * c);
+      for (int64_t j = 0; j < nb; ++j) den[j] = sz(lay.first_b + 2 * j);
+      for (int64_t k = 0; k < r; ++k) den[lay.b_pos(didx[k])] += sz(sidx[k]);
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t tok = lay.first_b + 2 * j;
+        const acc_t f = den[j] > 0 ? sz(tok) / den[j] : acc_t(0);
+        const scalar_t* g = gr + (p + n_unm + j) * c;
+        for (int64_t k = 0; k < c; ++k) gxr[tok * c + k] = scalar_t(acc_t(g[k]) * f);
+      }
+      if (cg) std::fill(gcg_acc.begin(), gcg_acc.end(), acc_t(0));
+      for (int64_t k = 0; k < r; ++k) {
+        const int64_t j = lay.b_pos(didx[k]);
+        const acc_t f = den[j] > 0 ? sz(sidx[k]) / den[j] : acc_t(0);
+        const scalar_t* g = gr + (p + n_unm + j) * c;
+        const scalar_t* v = xr + sidx[k] * c;
+        scalar_t* out = gxr + sidx[k] * c;
+        if (cg) {
+          const acc_t t = tg[bi * r + k];
+          const scalar_t* gate = cg + bi * c;
+          acc_t gt = 0;
+          for (int64_t q = 0; q < c; ++q) {
+            const acc_t gf = acc_t(g[q]) * f;
+            out[q] = scalar_t(gf * (acc_t(1) + acc_t(gate[q]) * t));
+            gcg_acc[q] += gf * acc_t(v[q]) * t;
+            gt += gf * acc_t(v[q]) * acc_t(gate[q]);
+          }
+          gtg[bi * r + k] = scalar_t(gt);
+        } else {
+          for (int64_t q = 0; q < c; ++q) out[q] = scalar_t(acc_t(g[q]) * f);
+        }
+      }
+      if (cg)
+        for (int64_t q = 0; q < c; ++q) gcg[bi * c + q] = scalar_t(gcg_acc[q]);
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bipartite_match_cpu(const at::Tensor& metric, int64_t r,
+                                                                    int64_t num_protected) {
+  const Layout lay = check_match_inputs(metric, r, num_protected);
+  const int64_t re = lay.effective_r(r), bsz = metric.size(0);
+  auto opts = metric.options().dtype(at::kLong);
+  at::Tensor src = at::empty({bsz, re}, opts), dst = at::empty({bsz, re}, opts);
+  at::Tensor unm = at::empty({bsz, lay.na - re}, opts);
+  if (bsz == 0) return {src, dst, unm};
+  const at::Tensor m = metric.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "bipartite_match_cpu",
+                                  [&] { bipartite_match_kernel<scalar_t>(m, lay, re, src, dst, unm); });
+  return {src, dst, unm};
+}
+
+std::tuple<at::Tensor, at::Tensor> merge_wavg_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& size,
+                                                  const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
+                                                  int64_t num_protected, const c10::optional<at::Tensor>& channel_gate,
+                                                  const c10::optional<at::Tensor>& token_gate) {
+  const Layout lay = check_merge_inputs(x, size, src, dst, unm, num_protected, channel_gate, token_gate);
+  const int64_t bsz = x.size(0), m = x.size(1) - src.size(1);
+  at::Tensor x_out = at::empty({bsz, m, x.size(2)}, x.options());
+  at::Tensor size_out = at::empty({bsz, m}, x.options().dtype(at::kFloat));
+  if (bsz == 0) return {x_out, size_out};
+  const at::Tensor xc = x.contiguous(), sc = size ? size->contiguous() : at::Tensor();
+  const at::Tensor si = src.contiguous(), di = dst.contiguous(), ui = unm.contiguous();
+  const at::Tensor cgc = channel_gate ? channel_gate->contiguous() : at::Tensor();
+  const at::Tensor tgc = token_gate ? token_gate->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "merge_wavg_cpu", [&] {
+    merge_wavg_kernel<scalar_t>(xc, sc.defined() ? sc.data_ptr<float>() : nullptr, si, di, ui, lay,
+                                cgc.defined() ? cgc.data_ptr<scalar_t>() : nullptr,
+                                tgc.defined() ? tgc.data_ptr<scalar_t>() : nullptr, x_out, size_out);
+  });
+  return {x_out, size_out};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> merge_wavg_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const c10::optional<at::Tensor>& size, const at::Tensor& src,
+    const at::Tensor& dst, const at::Tensor& unm, int64_t num_protected,
+    const c10::optional<at::Tensor>& channel_gate, const c10::optional<at::Tensor>& token_gate) {
+  const Layout lay = check_merge_inputs(x, size, src, dst, unm, num_protected, channel_gate, token_gate);
+  const int64_t m = x.size(1) - src.size(1);
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == x.size(0) && grad.size(1) == m && grad.size(2) == x.size(2),
+              "grad must be [B, N - r, C], got ", grad.sizes());
+  at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor gcg = channel_gate ? at::empty_like(*channel_gate, at::MemoryFormat::Contiguous) : at::empty({0}, x.options());
+  at::Tensor gtg = token_gate ? at::empty_like(*token_gate, at::MemoryFormat::Contiguous) : at::empty({0}, x.options());
+  if (x.size(0) == 0) return {gx, gcg, gtg};
+  const at::Tensor gc = grad.to(x.scalar_type()).contiguous(), xc = x.contiguous();
+  const at::Tensor sc = size ? size->contiguous() : at::Tensor();
+  const at::Tensor si = src.contiguous(), di = dst.contiguous(), ui = unm.contiguous();
+  const at::Tensor cgc = channel_gate ? channel_gate->contiguous() : at::Tensor();
+  const at::Tensor tgc = token_gate ? token_gate->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "merge_wavg_backward_cpu", [&] {
+    merge_wavg_backward_kernel<scalar_t>(
+        gc, xc, sc.defined() ? sc.data_ptr<float>() : nullptr, si, di, ui, lay,
+        cgc.defined() ? cgc.data_ptr<scalar_t>() : nullptr, tgc.defined() ? tgc.data_ptr<scalar_t>() : nullptr, gx,
+        cgc.defined() ? gcg.data_ptr<scalar_t>() : nullptr, tgc.defined() ? gtg.data_ptr<scalar_t>() : nullptr);
+  });
+  return {gx, gcg, gtg};
+}
+
+at::Tensor merge_slot_map_cpu(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
+                              int64_t num_protected, int64_t n) {
+  TORCH_CHECK(n >= 0, "n must be >= 0, got ", n);
+  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "protected must be in [0, n=", n, "], got ", num_protected);
+  check_index(src, "src_idx", src.size(0), src);
+  check_index(dst, "dst_idx", src.size(0), src);
+  check_index(unm, "unm_idx", src.size(0), src);
+  const Layout lay(n, num_protected);
+  const int64_t bsz = src.size(0), r = src.size(1), n_unm = unm.size(1);
+  TORCH_CHECK(dst.size(1) == r, "src_idx and dst_idx must have the same length");
+  TORCH_CHECK(r + n_unm == lay.na, "src_idx and unm_idx must together list the ", lay.na, " A tokens");
+  at::Tensor slot = at::empty({bsz, n}, src.options());
+  const at::Tensor si = src.contiguous(), di = dst.contiguous(), ui = unm.contiguous();
+  int64_t* out = slot.data_ptr<int64_t>();
+  at::parallel_for(0, bsz, 16, [&](int64_t begin, int64_t end) {
+    std::vector<char> seen(lay.na);
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const int64_t* s = si.data_ptr<int64_t>() + bi * r;
+      const int64_t* d = di.data_ptr<int64_t>() + bi * r;
+      const int64_t* u = ui.data_ptr<int64_t>() + bi * n_unm;
+      check_row_indices(lay, s, d, u, r, n_unm, seen);
+      int64_t* row = out + bi * n;
+      for (int64_t i = 0; i < num_protected; ++i) row[i] = i;
+      for (int64_t j = 0; j < lay.nb; ++j) row[lay.first_b + 2 * j] = num_protected + n_unm + j;
+      for (int64_t k = 0; k < n_unm; ++k) row[u[k]] = num_protected + k;
+      for (int64_t k = 0; k < r; ++k) row[s[k]] = num_protected + n_unm + lay.b_pos(d[k]);
+    }
+  });
+  return slot;
+}
+
+at::Tensor unmerge_cpu(const at::Tensor& x_merged, const at::Tensor& slot_map) {
+  TORCH_CHECK(x_merged.dim() == 3, "x_merged must be 3-D [B, M, C], got ", x_merged.dim(), "-D");
+  check_feature_dtype(x_merged, "x_merged");
+  check_slot_map(slot_map, "slot_map");
+  TORCH_CHECK(slot_map.size(0) == x_merged.size(0), "slot_map batch size ", slot_map.size(0),
+              " does not match x_merged's ", x_merged.size(0));
+  const int64_t bsz = x_merged.size(0), m = x_merged.size(1), c = x_merged.size(2), n = slot_map.size(1);
+  at::Tensor out = at::empty({bsz, n, c}, x_merged.options());
+  if (bsz == 0 || n == 0) return out;
+  const at::Tensor xc = x_merged.contiguous(), sc = slot_map.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "unmerge_cpu", [&] {
+    const scalar_t* xp = xc.data_ptr<scalar_t>();
+    const int64_t* sp = sc.data_ptr<int64_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t bi = begin; bi < end; ++bi)
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t s = sp[bi * n + i];
+          TORCH_CHECK(s >= 0 && s < m, "slot_map holds ", s, ", outside [0, M=", m, ")");
+          std::copy(xp + (bi * m + s) * c, xp + (bi * m + s + 1) * c, op + (bi * n + i) * c);
+        }
+    });
+  });
+  return out;
+}
+
+at::Tensor unmerge_backward_cpu(const at::Tensor& grad, const at::Tensor& slot_map, int64_t m) {
+  TORCH_CHECK(grad.dim() == 3, "grad must be 3-D [B, N, C]");
+  check_slot_map(slot_map, "slot_map");
+  TORCH_CHECK(slot_map.size(0) == grad.size(0) && slot_map.size(1) == grad.size(1),
+              "slot_map must be [B, N] matching grad");
+  TORCH_CHECK(m >= 0, "m must be >= 0");
+  const int64_t bsz = grad.size(0), n = grad.size(1), c = grad.size(2);
+  at::Tensor out = at::zeros({bsz, m, c}, grad.options());
+  if (bsz == 0 || n == 0) return out;
+  const at::Tensor gc = grad.contiguous(), sc = slot_map.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gc.scalar_type(), "unmerge_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* gp = gc.data_ptr<scalar_t>();
+    const int64_t* sp = sc.data_ptr<int64_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(m * c);
+      for (int64_t bi = begin; bi < end; ++bi) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t s = sp[bi * n + i];
+          TORCH_CHECK(s >= 0 && s < m, "slot_map holds ", s, ", outside [0, M=", m, ")");
+          for (int64_t k = 0; k < c; ++k) acc[s * c + k] += acc_t(gp[(bi * n + i) * c + k]);
+        }
+        for (int64_t k = 0; k < m * c; ++k) op[bi * m * c + k] = scalar_t(acc[k]);
+      }
+    });
+  });
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(leanops, CPU, lib) {
+  lib.impl("bipartite_match", &bipartite_match_cpu);
+  lib.impl("merge_wavg", &merge_wavg_cpu);
+  lib.impl("merge_wavg_backward", &merge_wavg_backward_cpu);
+  lib.impl("merge_slot_map", &merge_slot_map_cpu);
+  lib.impl("unmerge", &unmerge_cpu);
+  lib.impl("unmerge_backward", &unmerge_backward_cpu);
+}
+
+}  // namespace leanops::merge

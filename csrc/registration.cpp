@@ -1,0 +1,17 @@
+// The one place where the leanops op schemas are defined; kernels register per dispatch key.
+#include <torch/library.h>
+
+TORCH_LIBRARY(leanops, m) {
+  // merge family (ToMe bipartite soft matching, TempMe, PYRA); see docs/DESIGN.md
+  m.def("bipartite_match(Tensor metric, int r, int num_protected) -> (Tensor src_idx, Tensor dst_idx, Tensor unm_idx)");
+  m.def(
+      "merge_wavg(Tensor x, Tensor? size, Tensor src_idx, Tensor dst_idx, Tensor unm_idx, int num_protected, "
+      "Tensor? channel_gate, Tensor? token_gate) -> (Tensor x_out, Tensor size_out)");
+  m.def(
+      "merge_wavg_backward(Tensor grad_out, Tensor x, Tensor? size, Tensor src_idx, Tensor dst_idx, "
+      "Tensor unm_idx, int num_protected, Tensor? channel_gate, Tensor? token_gate) "
+      "-> (Tensor grad_x, Tensor grad_channel_gate, Tensor grad_token_gate)");
+  m.def("merge_slot_map(Tensor src_idx, Tensor dst_idx, Tensor unm_idx, int num_protected, int n) -> Tensor");
+  m.def("unmerge(Tensor x_merged, Tensor slot_map) -> Tensor");
+  m.def("unmerge_backward(Tensor grad, Tensor slot_map, int m) -> Tensor");
+}

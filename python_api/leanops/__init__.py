@@ -1,0 +1,20 @@
+"""leanops: fused C++/CUDA/Triton kernels for token merging, speculative verification and attention pooling.
+
+Ops are ``leanops.<op>`` (argument checks, backend choice) and ``torch.ops.leanops.<op>`` (raw).
+"""
+from __future__ import annotations
+
+from ._version import __version__
+from . import _library
+from .ops import bipartite_match, compose_slot_maps, merge_slot_map, merge_wavg, unmerge
+from ._build_info import build_info
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "bipartite_match",
+    "merge_wavg",
+    "merge_slot_map",
+    "unmerge",
+    "compose_slot_maps",
+]

@@ -1,0 +1,4 @@
+"""Public ops per family: argument checks, backend choice, fake and autograd registration."""
+from .merge import bipartite_match, compose_slot_maps, merge_slot_map, merge_wavg, unmerge
+
+__all__ = ["bipartite_match", "merge_wavg", "merge_slot_map", "unmerge", "compose_slot_maps"]
