@@ -5,10 +5,12 @@ gathered through a CSR list built by a stable sort, so every sum has a fixed ord
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import custom_op, triton_op, wrap_triton
 
 from leanops.reference.merge import split_sizes, effective_r
 
@@ -18,6 +20,16 @@ def _layout(n: int, protected: int):
     first_a = protected if protected % 2 == 0 else protected + 1
     first_b = protected + 1 if protected % 2 == 0 else protected
     return na, nb, first_a, first_b
+
+
+# On a GPU these are triton_ops, which torch.compile traces into. The CPU interpreter cannot be traced
+# (it copies tensor data), so there they are opaque custom ops whose fake kernels ops/merge.py registers.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+_op = custom_op if INTERPRETED else triton_op
+
+
+def _launch(kernel, grid, *args, **meta):
+    wrap_triton(kernel)[grid](*args, **meta)
 
 
 def _acc(t: torch.Tensor):
@@ -31,7 +43,7 @@ def _pow2(v: int, lo: int = 16, hi: int = 1 << 30) -> int:
 
 # ----------------------------------------------------------------------------- bipartite_match
 @triton.jit
-def _inv_norm_kernel(m_ptr, out_ptr, N, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+def _norm_kernel(m_ptr, out_ptr, N, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     b = tl.program_id(0)
     tok = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
     ss = tl.zeros([BLOCK_T], dtype=ACC)
@@ -40,34 +52,33 @@ def _inv_norm_kernel(m_ptr, out_ptr, N, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.co
         mask = (tok[:, None] < N) & (ch[None, :] < C)
         v = tl.load(m_ptr + (b * N + tok[:, None]) * C + ch[None, :], mask=mask, other=0.0).to(ACC)
         ss += tl.sum(v * v, axis=1)
-    ss = tl.where(tok < N, ss, 1.0)  # padding lanes: avoid a harmless 1/0
-    tl.store(out_ptr + b * N + tok, 1.0 / tl.sqrt(ss), mask=tok < N)
+    tl.store(out_ptr + b * N + tok, tl.sqrt(ss), mask=tok < N)
 
 
 @triton.jit
-def _best_match_kernel(m_ptr, inv_ptr, best_ptr, arg_ptr, N, C, NA, NB, FIRST_A, FIRST_B,
+def _best_match_kernel(m_ptr, norm_ptr, best_ptr, arg_ptr, N, C, NA, NB, FIRST_A, FIRST_B,
                        BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Each A token's most similar B token (first index on ties)."""
     b = tl.program_id(0)
     ia = tl.program_id(1) * BLOCK_A + tl.arange(0, BLOCK_A)
     tok_a = FIRST_A + 2 * ia
-    inv_a = tl.load(inv_ptr + b * N + tok_a, mask=ia < NA, other=0.0)
+    norm_a = tl.load(norm_ptr + b * N + tok_a, mask=ia < NA, other=1.0)
     best = tl.full([BLOCK_A], float("-inf"), ACC)
     arg = tl.zeros([BLOCK_A], dtype=tl.int32)
     for j0 in range(0, NB, BLOCK_B):
         jb = j0 + tl.arange(0, BLOCK_B)
         tok_b = FIRST_B + 2 * jb
+        norm_b = tl.load(norm_ptr + b * N + tok_b, mask=jb < NB, other=1.0)
         acc = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
         for c0 in range(0, C, BLOCK_C):
             ch = c0 + tl.arange(0, BLOCK_C)
+            # unit vectors by division, as the reference does, so that exact ties stay ties
             a = tl.load(m_ptr + (b * N + tok_a[:, None]) * C + ch[None, :],
-                        mask=(ia[:, None] < NA) & (ch[None, :] < C), other=0.0).to(ACC)
+                        mask=(ia[:, None] < NA) & (ch[None, :] < C), other=0.0).to(ACC) / norm_a[:, None]
             bt = tl.load(m_ptr + (b * N + tok_b[None, :]) * C + ch[:, None],
-                         mask=(jb[None, :] < NB) & (ch[:, None] < C), other=0.0).to(ACC)
+                         mask=(jb[None, :] < NB) & (ch[:, None] < C), other=0.0).to(ACC) / norm_b[None, :]
             acc += tl.dot(a, bt, input_precision="ieee")
-        inv_b = tl.load(inv_ptr + b * N + tok_b, mask=jb < NB, other=0.0)
-        s = acc * inv_a[:, None] * inv_b[None, :]
-        s = tl.where(jb[None, :] < NB, s, float("-inf"))
+        s = tl.where(jb[None, :] < NB, acc, float("-inf"))
         tile_best = tl.max(s, axis=1)
         tile_arg = tl.min(tl.where(s == tile_best[:, None], jb[None, :], 2147483647), axis=1)
         better = tile_best > best  # strict: an earlier tile keeps ties
@@ -113,7 +124,7 @@ def _place_unmerged_kernel(rank_ptr, unm_ptr, NA, R, FIRST_A, BLOCK: tl.constexp
     tl.store(unm_ptr + b * (NA - R) + pos, (FIRST_A + 2 * i).to(tl.int64), mask=(i < NA) & (ri >= R))
 
 
-@triton_op("leanops::bipartite_match_triton", mutates_args={})
+@_op("leanops::bipartite_match_triton", mutates_args={})
 def bipartite_match_triton(metric: torch.Tensor, r: int, num_protected: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     bsz, n, c = metric.shape
     na, nb, first_a, first_b = _layout(n, num_protected)
@@ -125,19 +136,19 @@ def bipartite_match_triton(metric: torch.Tensor, r: int, num_protected: int) -> 
         return src, dst, unm
     m = metric.contiguous()
     acc_dtype = torch.float64 if metric.dtype == torch.float64 else torch.float32
-    inv = metric.new_empty(bsz, n, dtype=acc_dtype)
+    norm = metric.new_empty(bsz, n, dtype=acc_dtype)
     best = metric.new_empty(bsz, na, dtype=acc_dtype)
     arg = metric.new_empty(bsz, na, dtype=torch.int32)
     rank = metric.new_empty(bsz, na, dtype=torch.int32)
     block_c = _pow2(c, 16, 64)
-    wrap_triton(_inv_norm_kernel)[(bsz, triton.cdiv(n, 32))](m, inv, n, c, BLOCK_T=32, BLOCK_C=block_c, ACC=_acc(m))
+    _launch(_norm_kernel, (bsz, triton.cdiv(n, 32)), m, norm, n, c, BLOCK_T=32, BLOCK_C=block_c, ACC=_acc(m))
     block_a = 32
-    wrap_triton(_best_match_kernel)[(bsz, triton.cdiv(na, block_a))](
-        m, inv, best, arg, n, c, na, nb, first_a, first_b, BLOCK_A=block_a, BLOCK_B=32, BLOCK_C=block_c, ACC=_acc(m))
+    _launch(_best_match_kernel, (bsz, triton.cdiv(na, block_a)), 
+        m, norm, best, arg, n, c, na, nb, first_a, first_b, BLOCK_A=block_a, BLOCK_B=32, BLOCK_C=block_c, ACC=_acc(m))
     block = 64
-    wrap_triton(_rank_place_kernel)[(bsz, triton.cdiv(na, block))](
+    _launch(_rank_place_kernel, (bsz, triton.cdiv(na, block)), 
         best, arg, rank, src, dst, na, re, first_a, first_b, BLOCK=block)
-    wrap_triton(_place_unmerged_kernel)[(bsz, triton.cdiv(na, block))](rank, unm, na, re, first_a, BLOCK=block)
+    _launch(_place_unmerged_kernel, (bsz, triton.cdiv(na, block)), rank, unm, na, re, first_a, BLOCK=block)
     return src, dst, unm
 
 
@@ -170,14 +181,14 @@ def _merge_wavg_kernel(x_ptr, size_ptr, src_ptr, unm_ptr, order_ptr, ptr_ptr, cg
         tl.store(out_ptr + (b * M + s) * C + ch, v, mask=cm)
         w = 1.0
         if HAS_SIZE:
-            w = tl.load(size_ptr + b * N + tok)
+            w = tl.load(size_ptr + b * N + tok).to(ACC)
         tl.store(size_out_ptr + b * M + s, w, mask=tl.program_id(2) == 0)
     else:
         j = s - P - NU
         tok = FIRST_B + 2 * j
         w = 1.0
         if HAS_SIZE:
-            w = tl.load(size_ptr + b * N + tok)
+            w = tl.load(size_ptr + b * N + tok).to(ACC)
         num = w * tl.load(x_ptr + (b * N + tok) * C + ch, mask=cm, other=0.0).to(ACC)
         den = w
         if HAS_GATE:
@@ -189,15 +200,15 @@ def _merge_wavg_kernel(x_ptr, size_ptr, src_ptr, unm_ptr, order_ptr, ptr_ptr, cg
             stok = tl.load(src_ptr + b * R + k)
             ws = 1.0
             if HAS_SIZE:
-                ws = tl.load(size_ptr + b * N + stok)
+                ws = tl.load(size_ptr + b * N + stok).to(ACC)
             v = tl.load(x_ptr + (b * N + stok) * C + ch, mask=cm, other=0.0).to(ACC)
             if HAS_GATE:
                 t = tl.load(tg_ptr + b * R + k).to(ACC)
                 v = v * (1.0 + gate * t)
             num += ws * v
             den += ws
-        inv = tl.where(den > 0, 1.0 / tl.maximum(den, 1e-30), 0.0)
-        tl.store(out_ptr + (b * M + s) * C + ch, (num * inv).to(out_ptr.dtype.element_ty), mask=cm)
+        val = tl.where(den > 0, num / tl.where(den > 0, den, 1.0), 0.0)  # empty (padding) slot -> 0
+        tl.store(out_ptr + (b * M + s) * C + ch, val.to(out_ptr.dtype.element_ty), mask=cm)
         tl.store(size_out_ptr + b * M + s, den, mask=tl.program_id(2) == 0)
 
 
@@ -209,7 +220,7 @@ def _wavg_common(x, src_idx, dst_idx, num_protected):
     return bsz, n, c, nb, first_b, order, ptr, block_c
 
 
-@triton_op("leanops::merge_wavg_triton", mutates_args={})
+@_op("leanops::merge_wavg_triton", mutates_args={})
 def merge_wavg_triton(x: torch.Tensor, size: torch.Tensor | None, src_idx: torch.Tensor, dst_idx: torch.Tensor,
                       unm_idx: torch.Tensor, num_protected: int, channel_gate: torch.Tensor | None,
                       token_gate: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +235,7 @@ def merge_wavg_triton(x: torch.Tensor, size: torch.Tensor | None, src_idx: torch
     size_c = size.contiguous() if size is not None else size_out  # dummy pointer when absent
     cg = channel_gate.contiguous() if channel_gate is not None else xc
     tg = token_gate.contiguous() if token_gate is not None else xc
-    wrap_triton(_merge_wavg_kernel)[(bsz, m, triton.cdiv(c, block_c))](
+    _launch(_merge_wavg_kernel, (bsz, m, triton.cdiv(c, block_c)), 
         xc, size_c, src_idx.contiguous(), unm_idx.contiguous(), order, ptr, cg, tg, out, size_out,
         n, c, m, r, nu, nb, num_protected, first_b,
         HAS_SIZE=size is not None, HAS_GATE=channel_gate is not None, BLOCK_C=block_c, ACC=_acc(x))
@@ -253,12 +264,12 @@ def _merge_wavg_backward_kernel(g_ptr, x_ptr, size_ptr, src_ptr, unm_ptr, order_
         end = tl.load(ptr_ptr + b * (NB + 1) + j + 1)
         w = 1.0
         if HAS_SIZE:
-            w = tl.load(size_ptr + b * N + tok)
+            w = tl.load(size_ptr + b * N + tok).to(ACC)
         den = w
         for e in range(start, end):
             ws = 1.0
             if HAS_SIZE:
-                ws = tl.load(size_ptr + b * N + tl.load(src_ptr + b * R + tl.load(order_ptr + b * R + e)))
+                ws = tl.load(size_ptr + b * N + tl.load(src_ptr + b * R + tl.load(order_ptr + b * R + e))).to(ACC)
             den += ws
         inv = tl.where(den > 0, 1.0 / tl.maximum(den, 1e-30), 0.0)
         tl.store(gx_ptr + (b * N + tok) * C + ch, (g * w * inv).to(gx_ptr.dtype.element_ty), mask=cm)
@@ -269,7 +280,7 @@ def _merge_wavg_backward_kernel(g_ptr, x_ptr, size_ptr, src_ptr, unm_ptr, order_
             stok = tl.load(src_ptr + b * R + k)
             ws = 1.0
             if HAS_SIZE:
-                ws = tl.load(size_ptr + b * N + stok)
+                ws = tl.load(size_ptr + b * N + stok).to(ACC)
             gf = g * ws * inv
             if HAS_GATE:
                 t = tl.load(tg_ptr + b * R + k).to(ACC)
@@ -293,8 +304,8 @@ def _channel_gate_grad_kernel(g_ptr, x_ptr, size_ptr, size_out_ptr, src_ptr, dst
         slot = P + NU + (tl.load(dst_ptr + b * R + k) - FIRST_B) // 2
         ws = 1.0
         if HAS_SIZE:
-            ws = tl.load(size_ptr + b * N + stok)
-        den = tl.load(size_out_ptr + b * M + slot)
+            ws = tl.load(size_ptr + b * N + stok).to(ACC)
+        den = tl.load(size_out_ptr + b * M + slot).to(ACC)
         f = tl.where(den > 0, ws / tl.maximum(den, 1e-30), 0.0)
         g = tl.load(g_ptr + (b * M + slot) * C + ch, mask=cm, other=0.0).to(ACC)
         v = tl.load(x_ptr + (b * N + stok) * C + ch, mask=cm, other=0.0).to(ACC)
@@ -302,7 +313,7 @@ def _channel_gate_grad_kernel(g_ptr, x_ptr, size_ptr, size_out_ptr, src_ptr, dst
     tl.store(gcg_ptr + b * C + ch, acc.to(gcg_ptr.dtype.element_ty), mask=cm)
 
 
-@triton_op("leanops::merge_wavg_backward_triton", mutates_args={})
+@_op("leanops::merge_wavg_backward_triton", mutates_args={})
 def merge_wavg_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, size: torch.Tensor | None,
                                src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx: torch.Tensor,
                                num_protected: int, channel_gate: torch.Tensor | None,
@@ -322,14 +333,14 @@ def merge_wavg_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, size: to
     cg = channel_gate.contiguous() if gated else xc
     tg = token_gate.contiguous() if gated else xc
     src_c = src_idx.contiguous()
-    wrap_triton(_merge_wavg_backward_kernel)[(bsz, m)](
+    _launch(_merge_wavg_backward_kernel, (bsz, m), 
         g, xc, size_c, src_c, unm_idx.contiguous(), order, ptr, cg, tg, gx, gtg if gated else gx,
         n, c, m, r, nu, nb, num_protected, first_b,
         HAS_SIZE=size is not None, HAS_GATE=gated, BLOCK_C=_pow2(c, 16), ACC=_acc(x))
     if gated and r > 0:
         size_out = _slot_sizes(size, src_idx, dst_idx, unm_idx, num_protected, n)
         block_c = _pow2(c, 16, 256)
-        wrap_triton(_channel_gate_grad_kernel)[(bsz, triton.cdiv(c, block_c))](
+        _launch(_channel_gate_grad_kernel, (bsz, triton.cdiv(c, block_c)), 
             g, xc, size_c, size_out, src_c, dst_idx.contiguous(), tg, gcg, n, c, m, r, nu, num_protected, first_b,
             HAS_SIZE=size is not None, BLOCK_C=block_c, ACC=_acc(x))
     elif gated:
@@ -370,7 +381,7 @@ def _slot_map_a_kernel(slot_ptr, src_ptr, dst_ptr, unm_ptr, N, R, NU, P, FIRST_B
     tl.store(slot_ptr + b * N + s, (P + NU + (d - FIRST_B) // 2).to(tl.int64), mask=k < R)
 
 
-@triton_op("leanops::merge_slot_map_triton", mutates_args={})
+@_op("leanops::merge_slot_map_triton", mutates_args={})
 def merge_slot_map_triton(src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx: torch.Tensor, num_protected: int,
                           n: int) -> torch.Tensor:
     bsz, r = src_idx.shape
@@ -380,9 +391,9 @@ def merge_slot_map_triton(src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx:
     if bsz == 0 or n == 0:
         return slot
     block = 64
-    wrap_triton(_slot_map_fixed_kernel)[(bsz, triton.cdiv(n, block))](slot, n, num_protected, nu, first_b, BLOCK=block)
+    _launch(_slot_map_fixed_kernel, (bsz, triton.cdiv(n, block)), slot, n, num_protected, nu, first_b, BLOCK=block)
     if r + nu:
-        wrap_triton(_slot_map_a_kernel)[(bsz, triton.cdiv(max(r, nu), block))](
+        _launch(_slot_map_a_kernel, (bsz, triton.cdiv(max(r, nu), block)), 
             slot, src_idx.contiguous(), dst_idx.contiguous(), unm_idx.contiguous(), n, r, nu, num_protected, first_b,
             BLOCK=block)
     return slot
@@ -398,7 +409,7 @@ def _gather_rows_kernel(x_ptr, idx_ptr, out_ptr, M, N, C, BLOCK_C: tl.constexpr)
     tl.store(out_ptr + (b * N + i) * C + ch, v, mask=ch < C)
 
 
-@triton_op("leanops::unmerge_triton", mutates_args={})
+@_op("leanops::unmerge_triton", mutates_args={})
 def unmerge_triton(x_merged: torch.Tensor, slot_map: torch.Tensor) -> torch.Tensor:
     bsz, m, c = x_merged.shape
     n = slot_map.shape[1]
@@ -406,7 +417,7 @@ def unmerge_triton(x_merged: torch.Tensor, slot_map: torch.Tensor) -> torch.Tens
     if bsz == 0 or n == 0 or c == 0:
         return out
     block_c = _pow2(c, 16, 1024)
-    wrap_triton(_gather_rows_kernel)[(bsz, n, triton.cdiv(c, block_c))](
+    _launch(_gather_rows_kernel, (bsz, n, triton.cdiv(c, block_c)), 
         x_merged.contiguous(), slot_map.contiguous(), out, m, n, c, BLOCK_C=block_c)
     return out
 
@@ -424,7 +435,7 @@ def _sum_rows_kernel(g_ptr, order_ptr, ptr_ptr, out_ptr, M, N, C, BLOCK_C: tl.co
     tl.store(out_ptr + (b * M + s) * C + ch, acc.to(out_ptr.dtype.element_ty), mask=ch < C)
 
 
-@triton_op("leanops::unmerge_backward_triton", mutates_args={})
+@_op("leanops::unmerge_backward_triton", mutates_args={})
 def unmerge_backward_triton(grad: torch.Tensor, slot_map: torch.Tensor, m: int) -> torch.Tensor:
     bsz, n, c = grad.shape
     out = grad.new_zeros(bsz, m, c)
@@ -435,6 +446,6 @@ def unmerge_backward_triton(grad: torch.Tensor, slot_map: torch.Tensor, m: int) 
     counts.scatter_add_(1, slot_map, torch.ones_like(slot_map))
     ptr = torch.cat([counts.new_zeros(bsz, 1), counts.cumsum(1)], dim=1).contiguous()
     block_c = _pow2(c, 16, 1024)
-    wrap_triton(_sum_rows_kernel)[(bsz, m, triton.cdiv(c, block_c))](
+    _launch(_sum_rows_kernel, (bsz, m, triton.cdiv(c, block_c)), 
         grad.contiguous(), order, ptr, out, m, n, c, BLOCK_C=block_c, ACC=_acc(grad))
     return out

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "merge_checks.h"
+#include "merge_ops.h"
 
 namespace leanops::merge {
 namespace {
@@ -56,8 +57,8 @@ void bipartite_match_kernel(const at::Tensor& metric, const Layout& lay, int64_t
         const scalar_t* v = row + tok * c;
         acc_t ss = 0;
         for (int64_t k = 0; k < c; ++k) ss += acc_t(v[k]) * acc_t(v[k]);
-        const acc_t inv = acc_t(1) / std::sqrt(ss);
-        for (int64_t k = 0; k < c; ++k) out[k] = acc_t(v[k]) * inv;
+        const acc_t norm = std::sqrt(ss);  // divide, as the reference does, so that ties stay ties
+        for (int64_t k = 0; k < c; ++k) out[k] = acc_t(v[k]) / norm;
       };
       for (int64_t i = 0; i < na; ++i) normalise(lay.first_a + 2 * i, unit_a.data() + i * c);
       for (int64_t j = 0; j < nb; ++j) normalise(lay.first_b + 2 * j, unit_b.data() + j * c);

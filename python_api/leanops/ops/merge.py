@@ -156,9 +156,10 @@ def compose_slot_maps(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor
 
 
 # ----------------------------------------------------------------------------- fake + autograd
-def _register_fakes() -> None:
-    """Fake kernels of the compiled ops (the Triton ones trace their Python body instead)."""
-    name = lambda op: f"leanops::{op}"  # noqa: E731
+def _register_fakes(suffix: str) -> None:
+    """Fake kernels of the compiled ops, and of the Triton ones when they run interpreted
+    (on a GPU a triton_op traces its own Python body instead)."""
+    name = lambda op: f"leanops::{op}{suffix}"  # noqa: E731
 
     @torch.library.register_fake(name("bipartite_match"))
     def _(metric, r, num_protected):
@@ -227,9 +228,11 @@ def _register_autograd(suffix: str) -> None:
 
 
 if _library.compiled_available():
-    _register_fakes()
+    _register_fakes("")
     _register_autograd("")
 if _backend.triton_available():
-    from ..triton_kernels import merge as _triton_merge  # noqa: F401  defines leanops::*_triton
+    from ..triton_kernels import merge as _triton_merge  # defines leanops::*_triton
 
+    if _triton_merge.INTERPRETED:
+        _register_fakes("_triton")
     _register_autograd("_triton")

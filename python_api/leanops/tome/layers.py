@@ -1,0 +1,131 @@
+"""ToMe forward passes for Hugging Face encoder layers: attention through fused SDPA with the
+proportional-attention bias ``log(size)``, the key mean as the merge metric, then the merge, then the MLP.
+
+One small adapter per layer family says where its projections and norms are.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import merge as merge_ops
+from .state import ToMeState
+
+_LOG_TINY = math.log(1e-30)  # bias for padding (size 0): masked without -inf, so no NaN rows
+
+
+def attention_bias(state: ToMeState, dtype: torch.dtype) -> torch.Tensor | None:
+    """``[B, 1, 1, N]`` additive key bias: log(size) with proportional attention, else a padding mask."""
+    size = state.size
+    if size is None:
+        return None
+    if state.prop_attn:
+        bias = torch.log(size.clamp_min(1e-30))
+    else:
+        if bool((size > 0).all()):
+            return None
+        bias = torch.where(size > 0, 0.0, _LOG_TINY)
+    return bias[:, None, None, :].to(dtype)
+
+
+def sdpa_with_metric(x, q_proj, k_proj, v_proj, num_heads, head_dim, scale, dropout_p, state):
+    """Multi-head attention with SDPA; returns (context [B,N,H*D], metric = keys averaged over heads)."""
+    bsz, n, _ = x.shape
+    shape = (bsz, n, num_heads, head_dim)
+    q = q_proj(x).view(shape).transpose(1, 2)
+    k = k_proj(x).view(shape).transpose(1, 2)
+    v = v_proj(x).view(shape).transpose(1, 2)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_bias(state, q.dtype), dropout_p=dropout_p,
+                                         scale=scale)
+    return ctx.transpose(1, 2).reshape(bsz, n, num_heads * head_dim), k.mean(dim=1)
+
+
+def init_from_mask(state: ToMeState, x: torch.Tensor, attention_mask) -> None:
+    """First layer: every token has size 1, padding (from the HF mask) size 0."""
+    bsz, n, _ = x.shape
+    size = torch.ones(bsz, n, dtype=torch.float32, device=x.device)
+    if attention_mask is not None:
+        row = attention_mask[:, 0, 0, :] if attention_mask.dim() == 4 else attention_mask
+        valid = row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
+        if valid.shape[-1] == n:
+            size = size * valid.to(torch.float32)
+    state.size = size
+    if state.trace_source:
+        state.slot_map = torch.arange(n, device=x.device).expand(bsz, n).contiguous()
+
+
+def merge_tokens(state: ToMeState, x: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
+    """Merge ``r`` tokens of this layer (bipartite soft matching + size-weighted average)."""
+    r = state.r[state.layer] if state.layer < len(state.r) else 0
+    state.layer += 1
+    bsz, n, _ = x.shape
+    r = min(r, n - min(state.protected, n))
+    if r <= 0:
+        state.tokens_per_layer.append(n)
+        return x
+    if state.ideal:  # cost-free baseline: same token counts, no matching, no averaging
+        x = x[:, : n - r]
+        state.size = state.size[:, : n - r]
+        state.tokens_per_layer.append(x.shape[1])
+        return x
+    size = state.size
+    if bool((size == 0).any()):  # padding merges with padding first
+        metric = torch.where(size[..., None] > 0, metric, torch.ones_like(metric))
+    src, dst, unm = merge_ops.bipartite_match(metric, r, state.protected)
+    x, state.size = merge_ops.merge_wavg(x, size, src, dst, unm, state.protected, validate=False)
+    if state.trace_source:
+        step = merge_ops.merge_slot_map(src, dst, unm, state.protected, n, validate=False)
+        state.slot_map = merge_ops.compose_slot_maps(state.slot_map, step)
+    state.tokens_per_layer.append(x.shape[1])
+    return x
+
+
+def vit_layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
+    """transformers ViTLayer (pre-norm)."""
+    state: ToMeState = layer._tome_state
+    if state.size is None:
+        init_from_mask(state, hidden_states, attention_mask)
+    attn = layer.attention
+    ctx, metric = sdpa_with_metric(layer.layernorm_before(hidden_states), attn.q_proj, attn.k_proj, attn.v_proj,
+                                   attn.num_attention_heads, attn.head_dim, attn.scaling,
+                                   attn.attention_dropout if layer.training else 0.0, state)
+    x = hidden_states + layer.dropout(attn.o_proj(ctx))
+    x = merge_tokens(state, x, metric)
+    return x + layer.dropout(layer.mlp(layer.layernorm_after(x)))
+
+
+def clip_layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
+    """transformers CLIPEncoderLayer (pre-norm)."""
+    state: ToMeState = layer._tome_state
+    if state.size is None:
+        init_from_mask(state, hidden_states, attention_mask)
+    attn = layer.self_attn
+    ctx, metric = sdpa_with_metric(layer.layer_norm1(hidden_states), attn.q_proj, attn.k_proj, attn.v_proj,
+                                   attn.num_heads, attn.head_dim, attn.scale,
+                                   attn.dropout if layer.training else 0.0, state)
+    x = hidden_states + attn.out_proj(ctx)
+    x = merge_tokens(state, x, metric)
+    return x + layer.mlp(layer.layer_norm2(x))
+
+
+def bert_layer_forward(layer, hidden_states, attention_mask=None, *args, **kwargs):
+    """transformers BertLayer (post-norm encoder; merging sits between attention and feed-forward)."""
+    state: ToMeState = layer._tome_state
+    if state.size is None:
+        init_from_mask(state, hidden_states, attention_mask)
+    self_attn = layer.attention.self
+    ctx, metric = sdpa_with_metric(hidden_states, self_attn.query, self_attn.key, self_attn.value,
+                                   self_attn.num_attention_heads, self_attn.attention_head_size, self_attn.scaling,
+                                   self_attn.dropout.p if layer.training else 0.0, state)
+    x = layer.attention.output(ctx, hidden_states)
+    x = merge_tokens(state, x, metric)
+    return layer.output(layer.intermediate(x), x)
+
+
+LAYER_FORWARDS = {
+    "ViTLayer": vit_layer_forward,
+    "CLIPEncoderLayer": clip_layer_forward,
+    "BertLayer": bert_layer_forward,
+}

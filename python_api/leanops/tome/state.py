@@ -1,0 +1,25 @@
+"""Per-forward state shared by the patched layers of one model."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ToMeState:
+    r: list[int]
+    prop_attn: bool = True
+    trace_source: bool = False
+    protected: int = 1
+    ideal: bool = False  # benchmark baseline: drop tokens with no merge cost
+    layer: int = 0
+    size: torch.Tensor | None = None  # [B, N] float32: tokens merged into each slot (0 = padding)
+    slot_map: torch.Tensor | None = None  # [B, N0]: output slot of every input token
+    tokens_per_layer: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.layer = 0
+        self.size = None
+        self.slot_map = None
+        self.tokens_per_layer = []

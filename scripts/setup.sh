@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment for leanops and builds it against the torch that is already there.
+#   bash scripts/setup.sh [EXTRAS]      EXTRAS: hf (demo) or test (tests, benchmarks); default hf
+# The venv sees system packages, so a torch installed on a GPU machine (CUDA build) is used as is;
+# only where no torch is importable does it install the pinned CPU-friendly torch==2.13.0.
+# leanops is built with --no-build-isolation, so pip never fetches another (CUDA) torch to build with.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-hf}"
+venv="${LEANOPS_VENV:-.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv --system-site-packages "$venv"
+fi
+py="$venv/bin/python"
+"$py" -m pip install -q --upgrade pip setuptools wheel ninja
+if "$py" -c "import torch" 2>/dev/null; then
+  echo "leanops setup: using installed torch $("$py" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)')"
+else
+  "$py" -m pip install -q torch==2.13.0
+fi
+"$py" -m pip install -q --no-build-isolation ".[$extras]"
+"$py" -c "import leanops, json; print(json.dumps({k: v for k, v in leanops.build_info().items() if k != 'parallel_backend'}))"
