@@ -22,53 +22,26 @@ inline bool beats(acc_t a, acc_t b) {  // torch's order: NaN above every number
   return !std::isnan(b) && a > b;
 }
 
-// Dot product with four independent sums so the compiler can keep them in vector lanes.
+// Row-wise best match over precomputed similarities, then the stable top-r split, fused per batch row.
 template <typename acc_t>
-inline acc_t dot(const acc_t* a, const acc_t* b, int64_t c) {
-  acc_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t k = 0;
-  for (; k + 4 <= c; k += 4) {
-    s0 += a[k] * b[k];
-    s1 += a[k + 1] * b[k + 1];
-    s2 += a[k + 2] * b[k + 2];
-    s3 += a[k + 3] * b[k + 3];
-  }
-  for (; k < c; ++k) s0 += a[k] * b[k];
-  return (s0 + s1) + (s2 + s3);
-}
-
-template <typename scalar_t>
-void bipartite_match_kernel(const at::Tensor& metric, const Layout& lay, int64_t r, at::Tensor& src,
-                            at::Tensor& dst, at::Tensor& unm) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t bsz = metric.size(0), n = metric.size(1), c = metric.size(2);
-  const scalar_t* m = metric.data_ptr<scalar_t>();
+void best_and_split_kernel(const at::Tensor& scores, const Layout& lay, int64_t r, at::Tensor& src, at::Tensor& dst,
+                           at::Tensor& unm) {
+  const int64_t bsz = scores.size(0), na = lay.na, nb = lay.nb, n_unm = na - r;
+  const acc_t* sp = scores.data_ptr<acc_t>();
   int64_t* src_p = src.data_ptr<int64_t>();
   int64_t* dst_p = dst.data_ptr<int64_t>();
   int64_t* unm_p = unm.data_ptr<int64_t>();
-  const int64_t na = lay.na, nb = lay.nb, n_unm = na - r;
   at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> unit_a(na * c), unit_b(nb * c), best(na);
+    std::vector<acc_t> best(na);
     std::vector<int64_t> arg(na), order(na);
     for (int64_t bi = begin; bi < end; ++bi) {
-      const scalar_t* row = m + bi * n * c;
-      // Unit vectors of the A and B tokens (no epsilon: a zero vector gives NaN, as in ToMe).
-      auto normalise = [&](int64_t tok, acc_t* out) {
-        const scalar_t* v = row + tok * c;
-        acc_t ss = 0;
-        for (int64_t k = 0; k < c; ++k) ss += acc_t(v[k]) * acc_t(v[k]);
-        const acc_t norm = std::sqrt(ss);  // divide, as the reference does, so that ties stay ties
-        for (int64_t k = 0; k < c; ++k) out[k] = acc_t(v[k]) / norm;
-      };
-      for (int64_t i = 0; i < na; ++i) normalise(lay.first_a + 2 * i, unit_a.data() + i * c);
-      for (int64_t j = 0; j < nb; ++j) normalise(lay.first_b + 2 * j, unit_b.data() + j * c);
       for (int64_t i = 0; i < na; ++i) {
+        const acc_t* row = sp + (bi * na + i) * nb;
         acc_t bv = -std::numeric_limits<acc_t>::infinity();
         int64_t bj = 0;
         for (int64_t j = 0; j < nb; ++j) {
-          const acc_t s = dot(unit_a.data() + i * c, unit_b.data() + j * c, c);
-          if (j == 0 || beats(s, bv)) {
-            bv = s;
+          if (j == 0 || beats(row[j], bv)) {  // first index wins ties
+            bv = row[j];
             bj = j;
           }
         }
@@ -233,10 +206,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bipartite_match_cpu(const at::Ten
   auto opts = metric.options().dtype(at::kLong);
   at::Tensor src = at::empty({bsz, re}, opts), dst = at::empty({bsz, re}, opts);
   at::Tensor unm = at::empty({bsz, lay.na - re}, opts);
-  if (bsz == 0) return {src, dst, unm};
-  const at::Tensor m = metric.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "bipartite_match_cpu",
-                                  [&] { bipartite_match_kernel<scalar_t>(m, lay, re, src, dst, unm); });
+  if (bsz == 0 || lay.na == 0) return {src, dst, unm};
+  // Cosine similarities in fp32 (fp64 for double) by one batched GEMM (BLAS does this best); the
+  // argmax, ranking and split that ToMe runs as separate eager ops are fused per row below.
+  const at::Tensor m = metric.to(metric.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const at::Tensor unit = m / m.norm(2, {-1}, true);
+  const at::Tensor a = unit.slice(1, lay.first_a, lay.n, 2), b = unit.slice(1, lay.first_b, lay.n, 2);
+  const at::Tensor scores = lay.nb > 0 ? at::bmm(a, b.transpose(1, 2)).contiguous()
+                                       : at::empty({bsz, lay.na, 0}, m.options());
+  AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "bipartite_match_cpu",
+                             [&] { best_and_split_kernel<scalar_t>(scores, lay, re, src, dst, unm); });
   return {src, dst, unm};
 }
 

@@ -1,0 +1,1 @@
+"""Benchmark sweeps behind ``leanops bench <family>``: anchor and our backends side by side."""

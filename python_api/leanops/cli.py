@@ -1,0 +1,51 @@
+"""The ``leanops`` command: ``info``, ``bench <family>``, ``demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+FAMILIES = ("merge",)
+
+
+def _info(_args) -> int:
+    import leanops
+
+    print(json.dumps(leanops.build_info(), indent=1))
+    return 0
+
+
+def _bench(args) -> int:
+    if args.family == "merge":
+        from .bench import merge
+
+        merge.run(device=args.device, quick=args.quick, out_dir=args.out)
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run
+
+    run(quick=args.quick)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="leanops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="build information and backends").set_defaults(fn=_info)
+    bench = sub.add_parser("bench", help="run a family's benchmark sweep (anchor vs ours)")
+    bench.add_argument("family", choices=FAMILIES)
+    bench.add_argument("--quick", action="store_true", help="small shapes, one repeat (smoke test)")
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG results")
+    bench.set_defaults(fn=_bench)
+    demo = sub.add_parser("demo", help="run every method's demo")
+    demo.add_argument("--quick", action="store_true", help="smaller inputs")
+    demo.set_defaults(fn=_demo)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
