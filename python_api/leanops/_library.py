@@ -12,6 +12,8 @@ _C = None
 _ERROR: str | None = None
 
 try:
+    if os.environ.get("LEANOPS_DISABLE_COMPILED") == "1":  # e.g. to test the fallback
+        raise ImportError("disabled by LEANOPS_DISABLE_COMPILED=1")
     _C = importlib.import_module("leanops._C")  # loading it registers torch.ops.leanops.*
 except Exception as exc:  # noqa: BLE001 - any failure means: no compiled backend
     _ERROR = f"{type(exc).__name__}: {exc}"
