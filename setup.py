@@ -55,7 +55,8 @@ def extension():
     print(f"leanops: building C++ CPU kernels ({len(sources)} sources)", flush=True)
     if not use_cuda:
         print(f"leanops: CUDA kernels NOT built: {reason}", flush=True)
-        return CppExtension("leanops._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+        return CppExtension("leanops._C", sources, include_dirs=[os.path.join(HERE, "csrc")],
+                            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     archs = cuda_archs()
     cu = sorted(glob.glob("csrc/**/*.cu", recursive=True))
     print(f"leanops: building CUDA kernels ({len(cu)} sources) for archs {archs}: {reason}", flush=True)
@@ -63,6 +64,7 @@ def extension():
     return CUDAExtension(
         "leanops._C",
         sources + cu,
+        include_dirs=[os.path.join(HERE, "csrc")],
         extra_compile_args={"cxx": cxx + defs, "nvcc": ["-O3", "-lineinfo", "--use_fast_math", "-std=c++17"] + defs},
         extra_link_args=["-fopenmp"],
     )

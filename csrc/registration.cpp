@@ -14,4 +14,14 @@ TORCH_LIBRARY(leanops, m) {
   m.def("merge_slot_map(Tensor src_idx, Tensor dst_idx, Tensor unm_idx, int num_protected, int n) -> Tensor");
   m.def("unmerge(Tensor x_merged, Tensor slot_map) -> Tensor");
   m.def("unmerge_backward(Tensor grad, Tensor slot_map, int m) -> Tensor");
+
+  // pool family (KFAtt, DIN); see docs/DESIGN.md
+  m.def(
+      "jagged_attention_pool(Tensor q, Tensor k, Tensor v, Tensor offsets, float scale, Tensor? bias, "
+      "Tensor? freq_c, Tensor? prior_logit, Tensor? prior_value) -> (Tensor out, Tensor lse)");
+  m.def(
+      "jagged_attention_pool_backward(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, "
+      "Tensor offsets, float scale, Tensor? bias, Tensor? freq_c, Tensor? prior_logit, Tensor? prior_value, "
+      "Tensor out, Tensor lse) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbias, Tensor dfreq_c, "
+      "Tensor dprior_logit, Tensor dprior_value)");
 }

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from ._version import __version__
 from . import _library
-from .ops import bipartite_match, compose_slot_maps, merge_slot_map, merge_wavg, unmerge
+from .ops import (bipartite_match, compose_slot_maps, group_duplicates, jagged_attention_pool, jagged_from_padded,
+                  lengths_to_offsets, merge_slot_map, merge_wavg, unmerge)
 from ._build_info import build_info
 
 __all__ = [
@@ -17,4 +18,8 @@ __all__ = [
     "merge_slot_map",
     "unmerge",
     "compose_slot_maps",
+    "jagged_attention_pool",
+    "jagged_from_padded",
+    "group_duplicates",
+    "lengths_to_offsets",
 ]

@@ -1,4 +1,4 @@
 """Pure-PyTorch references: the specification of every op."""
-from . import merge
+from . import merge, pool
 
-__all__ = ["merge"]
+__all__ = ["merge", "pool"]

@@ -1,0 +1,60 @@
+// Argument checks shared by the CPU and CUDA pool kernels: every message names the argument.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "merge/merge_checks.h"  // check_feature_dtype
+
+namespace leanops::pool {
+
+struct PoolDims {
+  int64_t b, h, d, dv, t;
+};
+
+inline void check_optional(const c10::optional<at::Tensor>& t, const char* name, at::IntArrayRef shape,
+                           const at::Tensor& like) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->sizes() == shape, name, " must have shape ", shape, ", got ", t->sizes());
+  TORCH_CHECK(t->scalar_type() == like.scalar_type(), name, " must have q's dtype ", like.scalar_type(), ", got ",
+              t->scalar_type());
+  TORCH_CHECK(t->device() == like.device(), name, " must be on ", like.device(), ", got ", t->device());
+}
+
+inline PoolDims check_pool_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& offsets, const c10::optional<at::Tensor>& bias,
+                                  const c10::optional<at::Tensor>& freq_c,
+                                  const c10::optional<at::Tensor>& prior_logit,
+                                  const c10::optional<at::Tensor>& prior_value) {
+  TORCH_CHECK(q.dim() == 3, "q must be 3-D [B, H, D], got ", q.dim(), "-D");
+  TORCH_CHECK(k.dim() == 3, "k must be 3-D [T, H, D], got ", k.dim(), "-D");
+  TORCH_CHECK(v.dim() == 3, "v must be 3-D [T, H, Dv], got ", v.dim(), "-D");
+  merge::check_feature_dtype(q, "q");
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "k and v must have q's dtype ", q.scalar_type(), ", got ", k.scalar_type(), " and ", v.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device() && offsets.device() == q.device(),
+              "k, v and offsets must be on q's device ", q.device());
+  PoolDims dims{q.size(0), q.size(1), q.size(2), v.size(2), k.size(0)};
+  TORCH_CHECK(k.size(1) == dims.h && k.size(2) == dims.d, "k must be [T, H=", dims.h, ", D=", dims.d, "], got ",
+              k.sizes());
+  TORCH_CHECK(v.size(0) == dims.t && v.size(1) == dims.h, "v must be [T=", dims.t, ", H=", dims.h, ", Dv], got ",
+              v.sizes());
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == dims.b + 1, "offsets must be 1-D [B+1] = [", dims.b + 1,
+              "], got ", offsets.sizes());
+  TORCH_CHECK(offsets.scalar_type() == at::kLong, "offsets must be int64, got ", offsets.scalar_type());
+  check_optional(bias, "bias", {dims.t, dims.h}, q);
+  check_optional(freq_c, "freq_c", {dims.t, dims.h}, q);
+  check_optional(prior_logit, "prior_logit", {dims.b, dims.h}, q);
+  check_optional(prior_value, "prior_value", {dims.b, dims.h, dims.dv}, q);
+  TORCH_CHECK(prior_logit.has_value() == prior_value.has_value(), "prior_logit and prior_value must be given together");
+  return dims;
+}
+
+// offsets[0] == 0, non-decreasing, offsets[B] == T (host-side; the CUDA path checks in Python).
+inline void check_offsets_values(const int64_t* off, int64_t b, int64_t t) {
+  TORCH_CHECK(off[0] == 0, "offsets must start at 0, got ", off[0]);
+  for (int64_t i = 0; i < b; ++i)
+    TORCH_CHECK(off[i + 1] >= off[i], "offsets must be non-decreasing: offsets[", i + 1, "] = ", off[i + 1],
+                " < offsets[", i, "] = ", off[i]);
+  TORCH_CHECK(off[b] == t, "offsets must end at T = ", t, ", got ", off[b]);
+}
+
+}  // namespace leanops::pool
