@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-FAMILIES = ("merge",)
+FAMILIES = ("merge", "pool")
 
 
 def _info(_args) -> int:
@@ -16,10 +16,10 @@ def _info(_args) -> int:
 
 
 def _bench(args) -> int:
-    if args.family == "merge":
-        from .bench import merge
+    import importlib
 
-        merge.run(device=args.device, quick=args.quick, out_dir=args.out)
+    importlib.import_module(f".bench.{args.family}", __package__).run(device=args.device, quick=args.quick,
+                                                                      out_dir=args.out)
     return 0
 
 
