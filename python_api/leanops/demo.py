@@ -54,6 +54,34 @@ def _tome_vit(quick: bool) -> None:
         tome.unpatch(model)
 
 
+def _kfatt(quick: bool) -> None:
+    from tqdm import tqdm
+
+    from . import kfatt
+    from .bench.pool import FULL, QUICK, prepare, providers, step
+    from .bench.timing import median_seconds
+
+    print("\n== KFAtt vs DIN (CTR on generated data with a known ground truth: 50% new-demand queries,")
+    print("   60% of histories with one irrelevant item repeated 10-40 times)")
+    data = kfatt.generate(8000 if quick else 24000, new_demand=0.5, repeat_prob=0.6, seed=7)
+    train, test = data.split(int(0.75 * data.label.shape[0]))
+    print(f"ground truth's own AUC (ceiling): {kfatt.auc(test.true_prob, test.label):.4f}")
+    print(f"{'pooling':12} {'test AUC':>9} {'AUC new demand':>15} {'AUC relevant':>13}")
+    new = test.new_demand
+    for pooling in tqdm(kfatt.POOLINGS, desc="train CTR models", leave=False):
+        scores = kfatt.predict(kfatt.train_model(train, pooling, epochs=4, seed=0), test)
+        print(f"{pooling:12} {kfatt.auc(scores, test.label):9.4f} {kfatt.auc(scores[new], test.label[new]):15.4f} "
+              f"{kfatt.auc(scores[~new], test.label[~new]):13.4f}")
+    shape = QUICK if quick else FULL
+    a = prepare(shape, "cpu", torch.float32, grad=False)
+    times = {name: median_seconds(lambda: step(fn, a, False), repeats=3) for name, fn in providers("cpu").items()}
+    anchor = times["padded eager (DIN-style)"]
+    print(f"pooling op, B={shape['b']} H={shape['h']} D={shape['d']}, {int(a['offsets'][-1])} behaviours "
+          f"(max length {int(a['lengths'].max())}), forward:")
+    for name, t in times.items():
+        print(f"  {name:28} {t * 1e3:9.2f} ms  {anchor / t:6.2f}x padded")
+
+
 def run(quick: bool = False) -> None:
     import leanops
 
@@ -62,3 +90,4 @@ def run(quick: bool = False) -> None:
           f"threads: {info['threads']}")
     _tome_minilm(quick)
     _tome_vit(quick)
+    _kfatt(quick)
