@@ -94,4 +94,35 @@ inline void check_slot_map(const at::Tensor& slot_map, const char* name) {
   TORCH_CHECK(slot_map.scalar_type() == at::kLong, name, " must be int64, got ", slot_map.scalar_type());
 }
 
+inline Layout check_slot_map_inputs(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
+                                    int64_t num_protected, int64_t n) {
+  TORCH_CHECK(n >= 0, "n must be >= 0, got ", n);
+  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "protected must be in [0, n=", n, "], got ", num_protected);
+  check_index(src, "src_idx", src.size(0), src);
+  check_index(dst, "dst_idx", src.size(0), src);
+  check_index(unm, "unm_idx", src.size(0), src);
+  const Layout lay(n, num_protected);
+  TORCH_CHECK(dst.size(1) == src.size(1), "src_idx and dst_idx must have the same length");
+  TORCH_CHECK(src.size(1) + unm.size(1) == lay.na, "src_idx and unm_idx must together list the ", lay.na,
+              " A tokens");
+  return lay;
+}
+
+inline void check_unmerge_inputs(const at::Tensor& x_merged, const at::Tensor& slot_map) {
+  TORCH_CHECK(x_merged.dim() == 3, "x_merged must be 3-D [B, M, C], got ", x_merged.dim(), "-D");
+  check_feature_dtype(x_merged, "x_merged");
+  check_slot_map(slot_map, "slot_map");
+  TORCH_CHECK(slot_map.size(0) == x_merged.size(0), "slot_map batch size ", slot_map.size(0),
+              " does not match x_merged's ", x_merged.size(0));
+  TORCH_CHECK(slot_map.device() == x_merged.device(), "slot_map must be on ", x_merged.device());
+}
+
+inline void check_unmerge_backward_inputs(const at::Tensor& grad, const at::Tensor& slot_map, int64_t m) {
+  TORCH_CHECK(grad.dim() == 3, "grad must be 3-D [B, N, C]");
+  check_slot_map(slot_map, "slot_map");
+  TORCH_CHECK(slot_map.size(0) == grad.size(0) && slot_map.size(1) == grad.size(1),
+              "slot_map must be [B, N] matching grad");
+  TORCH_CHECK(m >= 0, "m must be >= 0");
+}
+
 }  // namespace leanops::merge

@@ -367,15 +367,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> merge_wavg_backward_cuda(
 
 at::Tensor merge_slot_map_cuda(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
                                int64_t num_protected, int64_t n) {
-  TORCH_CHECK(n >= 0, "n must be >= 0, got ", n);
-  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "protected must be in [0, n=", n, "], got ", num_protected);
-  check_index(src, "src_idx", src.size(0), src);
-  check_index(dst, "dst_idx", src.size(0), src);
-  check_index(unm, "unm_idx", src.size(0), src);
-  const Layout lay(n, num_protected);
+  const Layout lay = check_slot_map_inputs(src, dst, unm, num_protected, n);
   const int64_t bsz = src.size(0), r = src.size(1), nu = unm.size(1);
-  TORCH_CHECK(dst.size(1) == r, "src_idx and dst_idx must have the same length");
-  TORCH_CHECK(r + nu == lay.na, "src_idx and unm_idx must together list the ", lay.na, " A tokens");
   const c10::cuda::CUDAGuard guard(src.device());
   at::Tensor slot = at::empty({bsz, n}, src.options());
   if (bsz == 0 || n == 0) return slot;
@@ -388,11 +381,7 @@ at::Tensor merge_slot_map_cuda(const at::Tensor& src, const at::Tensor& dst, con
 }
 
 at::Tensor unmerge_cuda(const at::Tensor& x_merged, const at::Tensor& slot_map) {
-  TORCH_CHECK(x_merged.dim() == 3, "x_merged must be 3-D [B, M, C], got ", x_merged.dim(), "-D");
-  check_feature_dtype(x_merged, "x_merged");
-  check_slot_map(slot_map, "slot_map");
-  TORCH_CHECK(slot_map.size(0) == x_merged.size(0), "slot_map batch size ", slot_map.size(0),
-              " does not match x_merged's ", x_merged.size(0));
+  check_unmerge_inputs(x_merged, slot_map);
   const c10::cuda::CUDAGuard guard(x_merged.device());
   const int64_t bsz = x_merged.size(0), m = x_merged.size(1), c = x_merged.size(2), n = slot_map.size(1);
   at::Tensor out = at::empty({bsz, n, c}, x_merged.options());
@@ -408,11 +397,7 @@ at::Tensor unmerge_cuda(const at::Tensor& x_merged, const at::Tensor& slot_map) 
 }
 
 at::Tensor unmerge_backward_cuda(const at::Tensor& grad, const at::Tensor& slot_map, int64_t m) {
-  TORCH_CHECK(grad.dim() == 3, "grad must be 3-D [B, N, C]");
-  check_slot_map(slot_map, "slot_map");
-  TORCH_CHECK(slot_map.size(0) == grad.size(0) && slot_map.size(1) == grad.size(1),
-              "slot_map must be [B, N] matching grad");
-  TORCH_CHECK(m >= 0, "m must be >= 0");
+  check_unmerge_backward_inputs(grad, slot_map, m);
   const c10::cuda::CUDAGuard guard(grad.device());
   const int64_t bsz = grad.size(0), n = grad.size(1), c = grad.size(2);
   at::Tensor out = at::zeros({bsz, m, c}, grad.options());

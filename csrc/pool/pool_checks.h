@@ -57,4 +57,31 @@ inline void check_offsets_values(const int64_t* off, int64_t b, int64_t t) {
   TORCH_CHECK(off[b] == t, "offsets must end at T = ", t, ", got ", off[b]);
 }
 
+inline PoolDims check_pool_backward_inputs(const at::Tensor& grad_out, const c10::optional<at::Tensor>& grad_lse,
+                                           const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                           const at::Tensor& offsets, const c10::optional<at::Tensor>& bias,
+                                           const c10::optional<at::Tensor>& freq_c,
+                                           const c10::optional<at::Tensor>& prior_logit,
+                                           const c10::optional<at::Tensor>& prior_value, const at::Tensor& out,
+                                           const at::Tensor& lse) {
+  const PoolDims dims = check_pool_inputs(q, k, v, offsets, bias, freq_c, prior_logit, prior_value);
+  TORCH_CHECK(grad_out.sizes() == out.sizes(), "grad_out must have out's shape ", out.sizes());
+  TORCH_CHECK(lse.dim() == 2 && lse.size(0) == dims.b && lse.size(1) == dims.h, "lse must be [B, H]");
+  TORCH_CHECK(!grad_lse.has_value() || grad_lse->sizes() == lse.sizes(), "grad_lse must have lse's shape");
+  return dims;
+}
+
+// lse is float32, or float64 for double inputs.
+inline at::ScalarType lse_dtype(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Pointer to a contiguous copy of an optional tensor (kept alive by holder), or nullptr.
+template <typename T>
+const T* opt_ptr(const c10::optional<at::Tensor>& t, at::Tensor& holder) {
+  if (!t.has_value()) return nullptr;
+  holder = t->contiguous();
+  return holder.data_ptr<T>();
+}
+
 }  // namespace leanops::pool

@@ -144,15 +144,6 @@ void backward_kernel(const Inputs<scalar_t>& in, const scalar_t* gout, const lse
   });
 }
 
-template <typename T>
-const T* opt_ptr(const c10::optional<at::Tensor>& t, at::Tensor& holder) {
-  if (!t.has_value()) return nullptr;
-  holder = t->contiguous();
-  return holder.data_ptr<T>();
-}
-
-at::ScalarType lse_dtype(const at::Tensor& q) { return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> jagged_attention_pool_cpu(
@@ -187,10 +178,8 @@ jagged_attention_pool_backward_cpu(const at::Tensor& grad_out, const c10::option
                                    const c10::optional<at::Tensor>& prior_logit,
                                    const c10::optional<at::Tensor>& prior_value, const at::Tensor& out,
                                    const at::Tensor& lse) {
-  const PoolDims dims = check_pool_inputs(q, k, v, offsets, bias, freq_c, prior_logit, prior_value);
-  TORCH_CHECK(grad_out.sizes() == out.sizes(), "grad_out must have out's shape ", out.sizes());
-  TORCH_CHECK(lse.dim() == 2 && lse.size(0) == dims.b && lse.size(1) == dims.h, "lse must be [B, H]");
-  TORCH_CHECK(!grad_lse.has_value() || grad_lse->sizes() == lse.sizes(), "grad_lse must have lse's shape");
+  const PoolDims dims = check_pool_backward_inputs(grad_out, grad_lse, q, k, v, offsets, bias, freq_c, prior_logit,
+                                                   prior_value, out, lse);
   const at::Tensor off = offsets.contiguous();
   check_offsets_values(off.data_ptr<int64_t>(), dims.b, dims.t);
   auto empty = [&] { return at::empty({0}, q.options()); };  // a fresh one each: outputs must not alias

@@ -119,15 +119,6 @@ __global__ void pool_bwd_kernel(const scalar_t* go, const lse_t* glse, const sca
   }
 }
 
-template <typename T>
-const T* opt_ptr(const c10::optional<at::Tensor>& t, at::Tensor& holder) {
-  if (!t.has_value()) return nullptr;
-  holder = t->contiguous();
-  return holder.data_ptr<T>();
-}
-
-at::ScalarType lse_dtype(const at::Tensor& q) { return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> jagged_attention_pool_cuda(
@@ -169,9 +160,8 @@ jagged_attention_pool_backward_cuda(const at::Tensor& grad_out, const c10::optio
                                     const c10::optional<at::Tensor>& prior_logit,
                                     const c10::optional<at::Tensor>& prior_value, const at::Tensor& out,
                                     const at::Tensor& lse) {
-  const PoolDims dims = check_pool_inputs(q, k, v, offsets, bias, freq_c, prior_logit, prior_value);
-  TORCH_CHECK(grad_out.sizes() == out.sizes(), "grad_out must have out's shape ", out.sizes());
-  TORCH_CHECK(lse.dim() == 2 && lse.size(0) == dims.b && lse.size(1) == dims.h, "lse must be [B, H]");
+  const PoolDims dims = check_pool_backward_inputs(grad_out, grad_lse, q, k, v, offsets, bias, freq_c, prior_logit,
+                                                   prior_value, out, lse);
   const c10::cuda::CUDAGuard guard(q.device());
   auto empty = [&] { return at::empty({0}, q.options()); };
   at::Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);

@@ -1,38 +1,13 @@
 // C++ unit tests of the merge CPU kernels (run by ctest, under ASan + UBSan in CI).
 // A hand-worked example, invariants on random inputs, and errors on bad input.
 #include <ATen/ATen.h>
-#include <c10/util/Exception.h>
 
 #include <cstdio>
-#include <functional>
-#include <string>
 
+#include "tests/test_util.h"
 #include "merge/merge_ops.h"
 
 using namespace leanops::merge;
-
-static int failures = 0;
-#define EXPECT(cond)                                                   \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
-      ++failures;                                                      \
-    }                                                                  \
-  } while (0)
-
-static void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    if (std::string(e.what()).find(needle) == std::string::npos) {
-      std::printf("FAIL: error '%s' lacks '%s'\n", e.what(), needle.c_str());
-      ++failures;
-    }
-    return;
-  }
-  std::printf("FAIL: no error, expected one mentioning '%s'\n", needle.c_str());
-  ++failures;
-}
 
 // Tokens: 0 (protected), A = {2, 4}, B = {1, 3}. Token 2 equals token 3 exactly, token 4 is
 // orthogonal to everything, so with r = 1 token 2 must merge into 3.
@@ -98,10 +73,5 @@ int main() {
   hand_worked_example();
   invariants_on_random_inputs();
   errors_name_the_argument();
-  if (failures) {
-    std::printf("%d check(s) failed\n", failures);
-    return 1;
-  }
-  std::printf("test_merge: all checks passed\n");
-  return 0;
+  return report("test_merge");
 }

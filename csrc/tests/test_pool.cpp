@@ -1,38 +1,13 @@
 // C++ unit tests of the pool CPU kernels (run by ctest, under ASan + UBSan in CI).
 #include <ATen/ATen.h>
-#include <c10/util/Exception.h>
 
 #include <cmath>
 #include <cstdio>
-#include <functional>
-#include <string>
 
+#include "tests/test_util.h"
 #include "pool/pool_ops.h"
 
 using namespace leanops::pool;
-
-static int failures = 0;
-#define EXPECT(cond)                                               \
-  do {                                                             \
-    if (!(cond)) {                                                 \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                  \
-    }                                                              \
-  } while (0)
-
-static void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    if (std::string(e.what()).find(needle) == std::string::npos) {
-      std::printf("FAIL: error '%s' lacks '%s'\n", e.what(), needle.c_str());
-      ++failures;
-    }
-    return;
-  }
-  std::printf("FAIL: no error, expected one mentioning '%s'\n", needle.c_str());
-  ++failures;
-}
 
 // Row 0: two behaviours with logits log 1 and log 3 and values 1 and 5 -> (1*1 + 3*5) / 4 = 4.
 // Row 1: no behaviour, prior logit log 2 and value 7 -> 7, lse = log 2.
@@ -86,10 +61,5 @@ int main() {
   hand_worked_example();
   gradient_of_values_is_the_softmax();
   errors_name_the_argument();
-  if (failures) {
-    std::printf("%d check(s) failed\n", failures);
-    return 1;
-  }
-  std::printf("test_pool: all checks passed\n");
-  return 0;
+  return report("test_pool");
 }
