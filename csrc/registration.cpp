@@ -24,4 +24,14 @@ TORCH_LIBRARY(leanops, m) {
       "Tensor offsets, float scale, Tensor? bias, Tensor? freq_c, Tensor? prior_logit, Tensor? prior_value, "
       "Tensor out, Tensor lse) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbias, Tensor dfreq_c, "
       "Tensor dprior_logit, Tensor dprior_value)");
+
+  // verify family (Minions); see docs/DESIGN.md
+  m.def("majority_vote(Tensor drafts, Tensor draft_len, Tensor weights) -> (Tensor winner, Tensor candidate, "
+        "Tensor candidate_len)");
+  m.def("verify_greedy(Tensor candidate, Tensor candidate_len, Tensor target_logits) -> (Tensor accepted, "
+        "Tensor next_token)");
+  m.def("verify_greedy_ragged(Tensor candidates, Tensor cu_lens, Tensor target_logits) -> (Tensor accepted, "
+        "Tensor next_token)");
+  m.def("verify_sampling(Tensor candidate, Tensor candidate_len, Tensor draft_probs, Tensor target_logits, "
+        "float temperature, Tensor uniforms) -> (Tensor accepted, Tensor next_token)");
 }

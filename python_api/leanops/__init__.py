@@ -7,7 +7,8 @@ from __future__ import annotations
 from ._version import __version__
 from . import _library
 from .ops import (bipartite_match, compose_slot_maps, group_duplicates, jagged_attention_pool, jagged_from_padded,
-                  lengths_to_offsets, merge_slot_map, merge_wavg, unmerge)
+                  lengths_to_offsets, majority_vote, merge_slot_map, merge_wavg, unmerge, verify_greedy,
+                  verify_greedy_ragged, verify_sampling)
 from ._build_info import build_info
 
 __all__ = [
@@ -22,4 +23,8 @@ __all__ = [
     "jagged_from_padded",
     "group_duplicates",
     "lengths_to_offsets",
+    "majority_vote",
+    "verify_greedy",
+    "verify_greedy_ragged",
+    "verify_sampling",
 ]

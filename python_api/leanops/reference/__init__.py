@@ -1,4 +1,4 @@
 """Pure-PyTorch references: the specification of every op."""
-from . import merge, pool
+from . import merge, pool, verify
 
-__all__ = ["merge", "pool"]
+__all__ = ["merge", "pool", "verify"]

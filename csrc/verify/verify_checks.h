@@ -1,0 +1,53 @@
+// Argument checks shared by the CPU and CUDA verify kernels: every message names the argument.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace leanops::verify {
+
+inline void check_long(const at::Tensor& t, const char* name, int64_t dims) {
+  TORCH_CHECK(t.dim() == dims, name, " must be ", dims, "-D, got ", t.dim(), "-D");
+  TORCH_CHECK(t.scalar_type() == at::kLong, name, " must be int64, got ", t.scalar_type());
+}
+
+inline void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, " must be a floating tensor, got ", t.scalar_type());
+}
+
+inline void check_vote_inputs(const at::Tensor& drafts, const at::Tensor& draft_len, const at::Tensor& weights) {
+  check_long(drafts, "drafts", 3);
+  check_long(draft_len, "draft_len", 2);
+  const int64_t b = drafts.size(0), k = drafts.size(1);
+  TORCH_CHECK(k >= 1, "drafts must hold K >= 1 drafts per row");
+  TORCH_CHECK(draft_len.size(0) == b && draft_len.size(1) == k, "draft_len must be [B, K] = [", b, ", ", k, "], got ",
+              draft_len.sizes());
+  check_float(weights, "weights");
+  TORCH_CHECK((weights.dim() == 1 && weights.size(0) == k) ||
+                  (weights.dim() == 2 && weights.size(0) == b && weights.size(1) == k),
+              "weights must be [K] or [B, K] with K = ", k, ", got ", weights.sizes());
+  TORCH_CHECK(draft_len.device() == drafts.device() && weights.device() == drafts.device(),
+              "draft_len and weights must be on drafts' device ", drafts.device());
+}
+
+inline void check_verify_inputs(const at::Tensor& candidate, const at::Tensor& candidate_len,
+                                const at::Tensor& target_logits) {
+  check_long(candidate, "candidate", 2);
+  check_long(candidate_len, "candidate_len", 1);
+  const int64_t b = candidate.size(0), s = candidate.size(1);
+  TORCH_CHECK(candidate_len.size(0) == b, "candidate_len must be [B] = [", b, "], got ", candidate_len.sizes());
+  TORCH_CHECK(target_logits.dim() == 3 && target_logits.size(0) == b && target_logits.size(1) == s + 1,
+              "target_logits must be [B, S+1, V] = [", b, ", ", s + 1, ", V], got ", target_logits.sizes());
+  TORCH_CHECK(target_logits.size(2) >= 1, "target_logits must have V >= 1");
+  check_float(target_logits, "target_logits");
+  TORCH_CHECK(candidate_len.device() == candidate.device() && target_logits.device() == candidate.device(),
+              "candidate_len and target_logits must be on candidate's device ", candidate.device());
+}
+
+// Per-row checks on the host: lengths in [0, S], candidate tokens in [0, V).
+inline void check_row(const int64_t* tokens, int64_t len, int64_t s, int64_t v, int64_t row) {
+  TORCH_CHECK(len >= 0 && len <= s, "candidate_len[", row, "] = ", len, " is outside [0, S=", s, "]");
+  for (int64_t i = 0; i < len; ++i)
+    TORCH_CHECK(tokens[i] >= 0 && tokens[i] < v, "candidate[", row, ", ", i, "] = ", tokens[i],
+                " is outside the vocabulary [0, V=", v, ")");
+}
+
+}  // namespace leanops::verify
