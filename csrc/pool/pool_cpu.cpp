@@ -45,40 +45,56 @@ struct Inputs {
   }
 };
 
+// Per row: all heads' logits in one sweep over the row's keys (each key row [H, D] is contiguous), then
+// per head the max, the weights and the weighted sum of values in a second sweep. Two short passes over
+// the row instead of a running rescale per behaviour; the scratch is O(row length x H).
 template <typename scalar_t, typename lse_t>
 void forward_kernel(const Inputs<scalar_t>& in, scalar_t* out, lse_t* lse) {
   using acc_t = at::opmath_type<scalar_t>;
   const PoolDims d = in.dims;
   at::parallel_for(0, d.b, 16, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(d.dv);
+    std::vector<acc_t> logits, acc(d.h * d.dv), m(d.h), l(d.h);
     for (int64_t b = begin; b < end; ++b) {
+      const int64_t t0 = in.off[b], n = in.off[b + 1] - t0;
+      logits.resize(n * d.h);
       for (int64_t h = 0; h < d.h; ++h) {
-        acc_t m = -std::numeric_limits<acc_t>::infinity(), l = 0;
-        std::fill(acc.begin(), acc.end(), acc_t(0));
+        m[h] = in.prior_logit ? acc_t(in.prior_logit[b * d.h + h]) : -std::numeric_limits<acc_t>::infinity();
+      }
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t h = 0; h < d.h; ++h) {
+          acc_t raw, sv;
+          in.logit(b, h, t0 + t, raw, sv);
+          logits[t * d.h + h] = sv;
+          m[h] = std::max(m[h], sv);
+        }
+      for (int64_t h = 0; h < d.h; ++h) {
+        const bool finite = std::isfinite(double(m[h]));
+        acc_t* a = acc.data() + h * d.dv;
         if (in.prior_logit) {
-          m = in.prior_logit[b * d.h + h];
-          l = 1;
-          for (int64_t i = 0; i < d.dv; ++i) acc[i] = acc_t(in.prior_value[(b * d.h + h) * d.dv + i]);
+          const acc_t e = finite ? std::exp(acc_t(in.prior_logit[b * d.h + h]) - m[h]) : acc_t(0);
+          l[h] = e;
+          for (int64_t i = 0; i < d.dv; ++i) a[i] = e * acc_t(in.prior_value[(b * d.h + h) * d.dv + i]);
+        } else {
+          l[h] = 0;
+          std::fill(a, a + d.dv, acc_t(0));
         }
-        for (int64_t t = in.off[b]; t < in.off[b + 1]; ++t) {
-          acc_t raw, s;
-          in.logit(b, h, t, raw, s);
-          const scalar_t* vp = in.v + (t * d.h + h) * d.dv;
-          if (s > m) {  // new running max: rescale what has been summed so far
-            const acc_t f = l > 0 ? std::exp(m - s) : acc_t(0);
-            l = l * f + 1;
-            for (int64_t i = 0; i < d.dv; ++i) acc[i] = acc[i] * f + acc_t(vp[i]);
-            m = s;
-          } else {
-            const acc_t e = std::exp(s - m);
-            l += e;
-            for (int64_t i = 0; i < d.dv; ++i) acc[i] += e * acc_t(vp[i]);
-          }
+        if (!finite) m[h] = 0;  // every logit is -inf: all weights are 0
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        const scalar_t* vt = in.v + (t0 + t) * d.h * d.dv;
+        for (int64_t h = 0; h < d.h; ++h) {
+          const acc_t e = std::exp(logits[t * d.h + h] - m[h]);
+          l[h] += e;
+          acc_t* a = acc.data() + h * d.dv;
+          const scalar_t* vp = vt + h * d.dv;
+          for (int64_t i = 0; i < d.dv; ++i) a[i] += e * acc_t(vp[i]);
         }
+      }
+      for (int64_t h = 0; h < d.h; ++h) {
         scalar_t* op = out + (b * d.h + h) * d.dv;
-        const acc_t inv = l > 0 ? acc_t(1) / l : acc_t(0);
-        for (int64_t i = 0; i < d.dv; ++i) op[i] = scalar_t(acc[i] * inv);
-        lse[b * d.h + h] = l > 0 ? lse_t(m + std::log(l)) : -std::numeric_limits<lse_t>::infinity();
+        const acc_t inv = l[h] > 0 ? acc_t(1) / l[h] : acc_t(0);
+        for (int64_t i = 0; i < d.dv; ++i) op[i] = scalar_t(acc[h * d.dv + i] * inv);
+        lse[b * d.h + h] = l[h] > 0 ? lse_t(m[h] + std::log(l[h])) : -std::numeric_limits<lse_t>::infinity();
       }
     }
   });

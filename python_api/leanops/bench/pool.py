@@ -2,8 +2,9 @@
 jagged pooling in plain PyTorch (segment ops), forward and forward+backward, time and peak memory.
 
 Shapes as the issue asks: B=1024 rows, H=4 heads, D=32, long-tailed lengths (log-normal, mean about 50,
-clipped to 1000). Peak memory is measured per provider in a fresh process (CPU: the rise of the
-resident-set peak during the call; GPU: torch.cuda.max_memory_allocated).
+clipped to 1000). Peak memory is measured per provider in a fresh process holding only that provider's
+inputs (CPU: the resident-set high-water mark, reset through /proc/self/clear_refs just before the call,
+minus the resident set then; GPU: torch.cuda.max_memory_allocated above what was allocated).
 """
 from __future__ import annotations
 
@@ -69,13 +70,17 @@ def providers(device: str) -> dict:
     return d
 
 
-def prepare(shape, device, dtype, grad: bool):
+def prepare(shape, device, dtype, grad: bool, padded: bool = True):
     a = make_inputs(**shape, device=device, dtype=dtype)
     a["scale"] = shape["d"] ** -0.5
-    a["k_pad"], a["v_pad"] = pad(a["k"], a["lengths"]), pad(a["v"], a["lengths"])
+    if padded:
+        a["k_pad"], a["v_pad"] = pad(a["k"], a["lengths"]), pad(a["v"], a["lengths"])
+        if grad:  # the padded provider differentiates its padded inputs only
+            a["k"], a["v"] = a["k"].detach(), a["v"].detach()
     if grad:
         for key in ("q", "k", "v", "k_pad", "v_pad", "prior_logit", "prior_value"):
-            a[key].requires_grad_()
+            if key in a:
+                a[key].requires_grad_()
     return a
 
 
@@ -88,11 +93,12 @@ def step(fn, a, backward: bool):
 
 def _peak_in_child(provider, mode, quick, device, dtype_name):
     """Runs in a fresh process: peak extra memory of one call (bytes), printed as JSON."""
-    import resource
+    import gc
 
     dtype = getattr(torch, dtype_name)
-    a = prepare(QUICK if quick else FULL, device, dtype, grad=mode == "fwd+bwd")
+    a = prepare(QUICK if quick else FULL, device, dtype, grad=mode == "fwd+bwd", padded=provider.startswith("padded"))
     fn = providers(device)[provider]
+    gc.collect()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -101,9 +107,15 @@ def _peak_in_child(provider, mode, quick, device, dtype_name):
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def status(field):
+            with open("/proc/self/status") as fh:
+                return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(field))
+
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the high-water mark to the current resident set
+        base = status("VmRSS:")
         step(fn, a, mode == "fwd+bwd")
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+        peak = status("VmHWM:") - base
     print(json.dumps({"peak_bytes": peak}))
 
 

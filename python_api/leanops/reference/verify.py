@@ -97,7 +97,9 @@ def verify_sampling(candidate, candidate_len, draft_probs, target_logits, temper
     rows = torch.arange(bsz, device=candidate.device)
     p_at = p[rows, accepted]
     rejected = accepted < candidate_len
-    q_at = torch.where(rejected[:, None], q[rows, accepted.clamp_max(s - 1)], torch.zeros_like(p_at))
+    q_at = torch.zeros_like(p_at)
+    if s > 0:  # after a rejection at i, subtract the draft's q at i
+        q_at = torch.where(rejected[:, None], q[rows, accepted.clamp_max(s - 1)], q_at)
     residual = (p_at - q_at).clamp_min(0)
     residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_at)  # p == q: nothing to correct
     next_token = _sample_from(residual, uniforms[:, s].double())
