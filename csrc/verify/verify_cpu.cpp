@@ -2,6 +2,7 @@
 // are read, once each (no softmax over [B, S+1, V] is materialised).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -14,19 +15,48 @@
 namespace leanops::verify {
 namespace {
 
+// Exact torch semantics (first maximum; NaN above every number): the slow path, used when a NaN is seen.
 template <typename scalar_t>
-int64_t argmax_row(const scalar_t* row, int64_t v) {  // first maximum; NaN counts as the largest, like torch
+int64_t argmax_row_exact(const scalar_t* row, int64_t v) {
   int64_t best = 0;
   double bv = double(row[0]);
-  for (int64_t j = 1; j < v; ++j) {
+  for (int64_t j = 1; j < v && !std::isnan(bv); ++j) {
     const double x = double(row[j]);
-    if (std::isnan(bv)) break;
     if (x > bv || std::isnan(x)) {
       bv = x;
       best = j;
     }
   }
   return best;
+}
+
+// First maximum of a row: eight independent running maxima (a loop the compiler turns into vector
+// max instructions), then a scan for the first index holding that maximum.
+template <typename scalar_t>
+int64_t argmax_row(const scalar_t* row, int64_t v) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int kLanes = 8;
+  acc_t lane[kLanes];
+  bool nan = false;
+  for (int i = 0; i < kLanes; ++i) lane[i] = -std::numeric_limits<acc_t>::infinity();
+  int64_t j = 0;
+  for (; j + kLanes <= v; j += kLanes)
+    for (int i = 0; i < kLanes; ++i) {
+      const acc_t x = acc_t(row[j + i]);
+      nan |= x != x;
+      lane[i] = x > lane[i] ? x : lane[i];
+    }
+  acc_t m = -std::numeric_limits<acc_t>::infinity();
+  for (; j < v; ++j) {
+    const acc_t x = acc_t(row[j]);
+    nan |= x != x;
+    m = x > m ? x : m;
+  }
+  if (nan) return argmax_row_exact(row, v);
+  for (int i = 0; i < kLanes; ++i) m = lane[i] > m ? lane[i] : m;
+  for (j = 0; j < v; ++j)
+    if (acc_t(row[j]) == m) return j;
+  return 0;  // every entry is -inf
 }
 
 }  // namespace

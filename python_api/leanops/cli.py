@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-FAMILIES = ("merge", "pool")
+FAMILIES = ("merge", "pool", "verify")
 
 
 def _info(_args) -> int:
