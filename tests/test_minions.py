@@ -91,3 +91,28 @@ def test_bad_input_fails_before_any_work():
         engine.generate(ids, max_new_tokens=3, top_p=1.5)
     with pytest.raises(NotImplementedError, match="batch size > 1"):
         engine.generate(torch.randint(2, 50, (2, 5)), max_new_tokens=3)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_sampling_is_lossless(top_p):
+    """Chi-square: the first sampled token follows the LLM's own (temperature, top-p) distribution."""
+    from leanops.minions.engine import _nucleus
+
+    llm = _gpt2(1, 32, 0, vocab=8)
+    with torch.no_grad():
+        llm.lm_head.weight.mul_(0.05)  # a spread-out target distribution
+    drafter = _gpt2(1, 32, 9, vocab=8)
+    ids = torch.tensor([[2, 5, 3]])
+    p = torch.softmax(_nucleus(llm(input_ids=ids).logits[0, -1].float() / 0.8, top_p), -1).double()
+    engine = Minions(llm, [drafter], gamma=3)
+    g = torch.Generator().manual_seed(0)
+    n = 1500
+    counts = torch.zeros(8, dtype=torch.float64)
+    for _ in range(n):
+        out = engine.generate(ids, max_new_tokens=2, do_sample=True, temperature=0.8, top_p=top_p, generator=g)
+        counts[int(out[0, 3])] += 1
+    keep = p > 0
+    assert counts[~keep].sum() == 0  # never a token outside the nucleus
+    expected = p[keep] * n
+    chi2 = float(((counts[keep] - expected) ** 2 / expected).sum())
+    assert chi2 < 24.3  # chi-square, 7 degrees of freedom, p = 0.001

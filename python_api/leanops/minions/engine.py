@@ -6,8 +6,12 @@ the prefix it agrees with plus its own next token; every cache is cropped back t
 weights follow their drafts' acceptance (multiplicative, bounded); ``gamma`` adapts to the measured cost
 per accepted token. Greedy output equals the LLM's own greedy decoding.
 
-This first version covers batch size 1 and greedy decoding; batch > 1, lossless sampling and pipelined
-drafting are not built yet (they raise NotImplementedError).
+Sampling is lossless by choosing the drafting SSM *before* it samples (the one with the highest vote
+weight, a choice that does not depend on this round's randomness) and verifying its draft with
+``verify_sampling`` (rejection sampling against the LLM's temperature/top-p distribution).
+
+This first version covers batch size 1; batch > 1 and pipelined drafting are not built yet (they
+raise NotImplementedError).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ops.verify import majority_vote, verify_greedy
+from ..ops.verify import majority_vote, verify_greedy, verify_sampling
 
 
 @dataclass
@@ -72,6 +76,17 @@ class _CachedModel:
         self.length = min(self.length, keep)
 
 
+def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p (-inf elsewhere)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    drop = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is already full
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
 class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
@@ -116,8 +131,6 @@ class Minions:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if do_sample:
-            raise NotImplementedError("lossless sampling in the engine is not built yet (verify_sampling op is)")
         limit = getattr(getattr(self.llm, "config", None), "n_positions", None) or \
             getattr(getattr(self.llm, "config", None), "max_position_embeddings", None)
         if limit is not None and input_ids.shape[1] + max_new_tokens + self.max_gamma > limit:
@@ -133,6 +146,9 @@ class Minions:
         ssms = [_CachedModel(m) for m in self.ssms]
         k = len(ssms)
         stats = self.stats = MinionsStats(accepted_per_ssm=[0] * k, drafted_per_ssm=[0] * k)
+        if do_sample:
+            return self._generate_sampling(ids, llm, ssms, stats, max_new_tokens, temperature, top_p, eos_token_id,
+                                           generator)
         produced = 0
         while produced < max_new_tokens:
             gamma = min(self.gamma, max_new_tokens - produced)
@@ -169,7 +185,51 @@ class Minions:
                 break
         return ids
 
-    def _update(self, stats, drafts, kept, gamma, t_draft, t_verify):
+    def _generate_sampling(self, ids, llm, ssms, stats, max_new_tokens, temperature, top_p, eos_token_id, generator):
+        produced = 0
+        while produced < max_new_tokens:
+            gamma = min(self.gamma, max_new_tokens - produced)
+            n = ids.shape[1]
+            chosen = int(torch.argmax(self.weights))  # fixed before any of this round's draws: lossless
+            m = ssms[chosen]
+            t0 = time.perf_counter()
+            m.sync(ids[:, :-1])
+            ctx, tok = ids[:, :-1], ids[:, -1:]
+            cand = torch.zeros(1, gamma, dtype=torch.long)
+            q_rows = []
+            for j in range(gamma):
+                q = torch.softmax(_nucleus(m.logits(ctx, tok)[:, -1].float() / temperature, top_p), dim=-1)
+                nxt = torch.multinomial(q, 1, generator=generator)
+                cand[0, j] = nxt[0, 0]
+                q_rows.append(q)
+                ctx, tok = torch.cat([ctx, tok], dim=1), nxt
+            m.crop(n)
+            t1 = time.perf_counter()
+            llm.sync(ids[:, :-1])
+            logits = llm.logits(ids[:, :-1], torch.cat([ids[:, -1:], cand], dim=1))[0].float()
+            target = _nucleus(logits / temperature, top_p)[None]
+            draft_probs = torch.stack(q_rows, dim=1)
+            accepted, nxt = verify_sampling(cand, torch.tensor([gamma]), draft_probs, target, 1.0, generator,
+                                            backend=self.backend)
+            t2 = time.perf_counter()
+            a = int(accepted[0])
+            llm.crop(n + a)
+            new = torch.cat([cand[:, :a], nxt[:, None]], dim=1)
+            if eos_token_id is not None:
+                hits = (new[0] == eos_token_id).nonzero()
+                if hits.numel():
+                    new = new[:, : int(hits[0]) + 1]
+            new = new[:, : max_new_tokens - produced]
+            ids = torch.cat([ids, new], dim=1)
+            produced += new.shape[1]
+            drafts = torch.full((1, len(ssms), gamma), -1, dtype=torch.long)
+            drafts[0, chosen] = cand[0]  # only the chosen SSM drafted: only it is scored this round
+            self._update(stats, drafts, new[0], gamma, t1 - t0, t2 - t1, only=chosen)
+            if eos_token_id is not None and int(ids[0, -1]) == eos_token_id:
+                break
+        return ids
+
+    def _update(self, stats, drafts, kept, gamma, t_draft, t_verify, only=None):
         """Stats, vote weights from each SSM's own acceptance, and the next speculation length."""
         stats.rounds += 1
         stats.llm_passes += 1
@@ -185,11 +245,15 @@ class Minions:
                 agree += 1
             own.append(agree)
         rates = torch.tensor([o / gamma for o in own], dtype=torch.float64)
-        for i in range(k):
+        scored = range(k) if only is None else [only]
+        for i in scored:
             stats.accepted_per_ssm[i] += own[i]
             stats.drafted_per_ssm[i] += gamma
         lo, hi = self.weight_bounds
-        self.weights = (self.weights * torch.exp(self.weight_lr * (rates - rates.mean()))).clamp(lo, hi)
+        if only is None:
+            self.weights = (self.weights * torch.exp(self.weight_lr * (rates - rates.mean()))).clamp(lo, hi)
+        else:  # one drafter: move its weight by its acceptance against an even chance
+            self.weights[only] = float((self.weights[only] * math.exp(self.weight_lr * (rates[only] - 0.5))).clamp(lo, hi))
         stats.weights = self.weights.tolist()
         if self.adaptive:
             self.gamma = self._next_gamma(stats)
