@@ -2,6 +2,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 namespace leanops::verify {
 
 inline void check_long(const at::Tensor& t, const char* name, int64_t dims) {
@@ -40,6 +42,37 @@ inline void check_verify_inputs(const at::Tensor& candidate, const at::Tensor& c
   check_float(target_logits, "target_logits");
   TORCH_CHECK(candidate_len.device() == candidate.device() && target_logits.device() == candidate.device(),
               "candidate_len and target_logits must be on candidate's device ", candidate.device());
+}
+
+// Ragged form: returns B; cu_lens values are checked on the host by the CPU kernel.
+inline int64_t check_ragged_inputs(const at::Tensor& candidates, const at::Tensor& cu_lens,
+                                   const at::Tensor& target_logits) {
+  check_long(candidates, "candidates", 1);
+  check_long(cu_lens, "cu_lens", 1);
+  TORCH_CHECK(cu_lens.size(0) >= 1, "cu_lens must be [B+1]");
+  const int64_t bsz = cu_lens.size(0) - 1, t_total = candidates.size(0);
+  TORCH_CHECK(target_logits.dim() == 2 && target_logits.size(0) == t_total + bsz,
+              "target_logits must be [T + B, V] = [", t_total + bsz, ", V], got ", target_logits.sizes());
+  check_float(target_logits, "target_logits");
+  TORCH_CHECK(target_logits.size(1) >= 1, "target_logits must have V >= 1");
+  return bsz;
+}
+
+inline void check_sampling_inputs(const at::Tensor& candidate, const at::Tensor& candidate_len,
+                                  const at::Tensor& draft_probs, const at::Tensor& target_logits, double temperature,
+                                  const at::Tensor& uniforms) {
+  check_verify_inputs(candidate, candidate_len, target_logits);
+  const int64_t bsz = candidate.size(0), s = candidate.size(1), v = target_logits.size(2);
+  TORCH_CHECK(draft_probs.dim() == 3 && draft_probs.size(0) == bsz && draft_probs.size(1) == s &&
+                  draft_probs.size(2) == v,
+              "draft_probs must be [B, S, V] = [", bsz, ", ", s, ", ", v, "], got ", draft_probs.sizes());
+  check_float(draft_probs, "draft_probs");
+  TORCH_CHECK(uniforms.dim() == 2 && uniforms.size(0) == bsz && uniforms.size(1) == s + 1,
+              "uniforms must be [B, S+1] = [", bsz, ", ", s + 1, "], got ", uniforms.sizes());
+  check_float(uniforms, "uniforms");
+  TORCH_CHECK(temperature > 0 && std::isfinite(temperature), "temperature must be > 0, got ", temperature);
+  TORCH_CHECK(draft_probs.device() == candidate.device() && uniforms.device() == candidate.device(),
+              "draft_probs and uniforms must be on candidate's device ", candidate.device());
 }
 
 // Per-row checks on the host: lengths in [0, S], candidate tokens in [0, V).

@@ -147,15 +147,8 @@ std::tuple<at::Tensor, at::Tensor> verify_greedy_cpu(const at::Tensor& candidate
 
 std::tuple<at::Tensor, at::Tensor> verify_greedy_ragged_cpu(const at::Tensor& candidates, const at::Tensor& cu_lens,
                                                             const at::Tensor& target_logits) {
-  check_long(candidates, "candidates", 1);
-  check_long(cu_lens, "cu_lens", 1);
-  TORCH_CHECK(cu_lens.size(0) >= 1, "cu_lens must be [B+1]");
-  const int64_t bsz = cu_lens.size(0) - 1, t_total = candidates.size(0);
-  TORCH_CHECK(target_logits.dim() == 2 && target_logits.size(0) == t_total + bsz,
-              "target_logits must be [T + B, V] = [", t_total + bsz, ", V], got ", target_logits.sizes());
-  check_float(target_logits, "target_logits");
+  const int64_t bsz = check_ragged_inputs(candidates, cu_lens, target_logits), t_total = candidates.size(0);
   const int64_t v = target_logits.size(1);
-  TORCH_CHECK(v >= 1, "target_logits must have V >= 1");
   const at::Tensor c = candidates.contiguous(), cu = cu_lens.contiguous(), lg = target_logits.contiguous();
   const int64_t* cp = cu.data_ptr<int64_t>();
   TORCH_CHECK(cp[0] == 0, "cu_lens must start at 0, got ", cp[0]);
@@ -187,16 +180,8 @@ std::tuple<at::Tensor, at::Tensor> verify_greedy_ragged_cpu(const at::Tensor& ca
 std::tuple<at::Tensor, at::Tensor> verify_sampling_cpu(const at::Tensor& candidate, const at::Tensor& candidate_len,
                                                        const at::Tensor& draft_probs, const at::Tensor& target_logits,
                                                        double temperature, const at::Tensor& uniforms) {
-  check_verify_inputs(candidate, candidate_len, target_logits);
+  check_sampling_inputs(candidate, candidate_len, draft_probs, target_logits, temperature, uniforms);
   const int64_t bsz = candidate.size(0), s = candidate.size(1), v = target_logits.size(2);
-  TORCH_CHECK(draft_probs.dim() == 3 && draft_probs.size(0) == bsz && draft_probs.size(1) == s &&
-                  draft_probs.size(2) == v,
-              "draft_probs must be [B, S, V] = [", bsz, ", ", s, ", ", v, "], got ", draft_probs.sizes());
-  check_float(draft_probs, "draft_probs");
-  TORCH_CHECK(uniforms.dim() == 2 && uniforms.size(0) == bsz && uniforms.size(1) == s + 1,
-              "uniforms must be [B, S+1] = [", bsz, ", ", s + 1, "], got ", uniforms.sizes());
-  check_float(uniforms, "uniforms");
-  TORCH_CHECK(temperature > 0 && std::isfinite(temperature), "temperature must be > 0, got ", temperature);
   at::Tensor accepted = at::empty({bsz}, candidate.options()), next = at::empty({bsz}, candidate.options());
   const at::Tensor c = candidate.contiguous(), len = candidate_len.contiguous(), lg = target_logits.contiguous();
   const at::Tensor q = draft_probs.to(at::kDouble).contiguous(), u = uniforms.to(at::kDouble).contiguous();

@@ -237,13 +237,7 @@ std::tuple<at::Tensor, at::Tensor> verify_greedy_cuda(const at::Tensor& candidat
 
 std::tuple<at::Tensor, at::Tensor> verify_greedy_ragged_cuda(const at::Tensor& candidates, const at::Tensor& cu_lens,
                                                              const at::Tensor& target_logits) {
-  check_long(candidates, "candidates", 1);
-  check_long(cu_lens, "cu_lens", 1);
-  TORCH_CHECK(cu_lens.size(0) >= 1, "cu_lens must be [B+1]");
-  const int64_t bsz = cu_lens.size(0) - 1, t_total = candidates.size(0);
-  TORCH_CHECK(target_logits.dim() == 2 && target_logits.size(0) == t_total + bsz,
-              "target_logits must be [T + B, V] = [", t_total + bsz, ", V], got ", target_logits.sizes());
-  check_float(target_logits, "target_logits");
+  const int64_t bsz = check_ragged_inputs(candidates, cu_lens, target_logits), t_total = candidates.size(0);
   const c10::cuda::CUDAGuard guard(candidates.device());
   const int64_t v = target_logits.size(1);
   at::Tensor accepted = at::empty({bsz}, candidates.options()), next = at::empty({bsz}, candidates.options());
@@ -262,14 +256,8 @@ std::tuple<at::Tensor, at::Tensor> verify_sampling_cuda(const at::Tensor& candid
                                                         const at::Tensor& draft_probs,
                                                         const at::Tensor& target_logits, double temperature,
                                                         const at::Tensor& uniforms) {
-  check_verify_inputs(candidate, candidate_len, target_logits);
+  check_sampling_inputs(candidate, candidate_len, draft_probs, target_logits, temperature, uniforms);
   const int64_t bsz = candidate.size(0), s = candidate.size(1), v = target_logits.size(2);
-  TORCH_CHECK(draft_probs.dim() == 3 && draft_probs.size(0) == bsz && draft_probs.size(1) == s &&
-                  draft_probs.size(2) == v,
-              "draft_probs must be [B, S, V] = [", bsz, ", ", s, ", ", v, "], got ", draft_probs.sizes());
-  TORCH_CHECK(uniforms.dim() == 2 && uniforms.size(0) == bsz && uniforms.size(1) == s + 1,
-              "uniforms must be [B, S+1] = [", bsz, ", ", s + 1, "], got ", uniforms.sizes());
-  TORCH_CHECK(temperature > 0 && std::isfinite(temperature), "temperature must be > 0, got ", temperature);
   const c10::cuda::CUDAGuard guard(candidate.device());
   at::Tensor accepted = at::empty({bsz}, candidate.options()), next = at::empty({bsz}, candidate.options());
   if (bsz == 0) return {accepted, next};

@@ -87,6 +87,18 @@ def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def _kept_tokens(llm, n, cand, accepted, nxt, eos_token_id, room):
+    """Tokens this round adds: the accepted draft prefix and the LLM's next token, cut at EOS and at
+    ``room``. The LLM cache keeps the ``n`` prior tokens and the accepted ones; the rest is dropped."""
+    llm.crop(n + accepted)
+    new = torch.cat([cand[:, :accepted], nxt[:, None]], dim=1)
+    if eos_token_id is not None:
+        hits = (new[0] == eos_token_id).nonzero()
+        if hits.numel():
+            new = new[:, : int(hits[0]) + 1]
+    return new[:, :room]
+
+
 class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
@@ -170,14 +182,7 @@ class Minions:
             logits = llm.logits(ids[:, :-1], torch.cat([ids[:, -1:], cand], dim=1))
             accepted, nxt = verify_greedy(cand, cand_len, logits, backend=self.backend)
             t2 = time.perf_counter()
-            a = int(accepted[0])
-            llm.crop(n + a)  # the last token and the a accepted ones are right; the rest is not
-            new = torch.cat([cand[:, :a], nxt[:, None]], dim=1)
-            if eos_token_id is not None:
-                hits = (new[0] == eos_token_id).nonzero()
-                if hits.numel():
-                    new = new[:, : int(hits[0]) + 1]
-            new = new[:, : max_new_tokens - produced]
+            new = _kept_tokens(llm, n, cand, int(accepted[0]), nxt, eos_token_id, max_new_tokens - produced)
             ids = torch.cat([ids, new], dim=1)
             produced += new.shape[1]
             self._update(stats, drafts, new[0], gamma, t1 - t0, t2 - t1)
@@ -212,14 +217,7 @@ class Minions:
             accepted, nxt = verify_sampling(cand, torch.tensor([gamma]), draft_probs, target, 1.0, generator,
                                             backend=self.backend)
             t2 = time.perf_counter()
-            a = int(accepted[0])
-            llm.crop(n + a)
-            new = torch.cat([cand[:, :a], nxt[:, None]], dim=1)
-            if eos_token_id is not None:
-                hits = (new[0] == eos_token_id).nonzero()
-                if hits.numel():
-                    new = new[:, : int(hits[0]) + 1]
-            new = new[:, : max_new_tokens - produced]
+            new = _kept_tokens(llm, n, cand, int(accepted[0]), nxt, eos_token_id, max_new_tokens - produced)
             ids = torch.cat([ids, new], dim=1)
             produced += new.shape[1]
             drafts = torch.full((1, len(ssms), gamma), -1, dtype=torch.long)
