@@ -25,23 +25,27 @@ def format_table(summary) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False, out_dir: str = "benchmarks/results"):
+def run(quick: bool = False, out_dir: str = "benchmarks/results", samples: int | None = None):
     from tqdm import tqdm
 
     fractions = (0.0, 0.5) if quick else (0.0, 0.25, 0.5, 0.75)
     repeats = (0.0, 0.6)
     seeds = (0,) if quick else (0, 1, 2)
-    samples = 6000 if quick else 24000
+    samples = samples or (6000 if quick else 24000)
     total = len(fractions) * len(repeats) * len(seeds) * 4
     with tqdm(total=total, desc="KFAtt vs DIN", unit="model") as bar:
         rows = experiment(fractions, repeats, seeds=seeds, samples=samples, epochs=4, progress=bar)
     summary = summarise(rows)
     print("test AUC (mean ± std over seeds); data: generated with a known ground truth")
     print(format_table(summary))
+    new_demand = summarise(rows, "auc_new_demand")
+    print("\ntest AUC on the new-demand queries alone")
+    print(format_table(new_demand))
     os.makedirs(out_dir, exist_ok=True)
-    tag = "quick" if quick else "full"
+    tag = ("quick" if quick else "full") + f"-{samples}"
     with open(os.path.join(out_dir, f"kfatt-auc-{tag}.json"), "w") as fh:
-        json.dump({"rows": rows, "summary": summary, "samples": samples, "seeds": list(seeds)}, fh, indent=1)
+        json.dump({"rows": rows, "summary": summary, "summary_new_demand": new_demand, "samples": samples,
+                   "seeds": list(seeds)}, fh, indent=1)
     png = os.path.join(out_dir, f"kfatt-auc-{tag}.png")
     plot(summary, png)
     print(f"wrote {png}")
@@ -52,8 +56,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m leanops.kfatt.experiment", description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--samples", type=int, default=None, help="samples per data set (train 75%%, test 25%%)")
     args = parser.parse_args(argv)
-    run(args.quick, args.out)
+    run(args.quick, args.out, args.samples)
 
 
 if __name__ == "__main__":
