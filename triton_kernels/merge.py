@@ -12,14 +12,7 @@ import triton
 import triton.language as tl
 from torch.library import custom_op, triton_op, wrap_triton
 
-from leanops.reference.merge import split_sizes, effective_r
-
-
-def _layout(n: int, protected: int):
-    na, nb = split_sizes(n, protected)
-    first_a = protected if protected % 2 == 0 else protected + 1
-    first_b = protected + 1 if protected % 2 == 0 else protected
-    return na, nb, first_a, first_b
+from leanops.reference.merge import effective_r, layout
 
 
 # On a GPU these are triton_ops, which torch.compile traces into. The CPU interpreter cannot be traced
@@ -127,7 +120,7 @@ def _place_unmerged_kernel(rank_ptr, unm_ptr, NA, R, FIRST_A, BLOCK: tl.constexp
 @_op("leanops::bipartite_match_triton", mutates_args={})
 def bipartite_match_triton(metric: torch.Tensor, r: int, num_protected: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     bsz, n, c = metric.shape
-    na, nb, first_a, first_b = _layout(n, num_protected)
+    na, nb, first_a, first_b = layout(n, num_protected)
     re = effective_r(n, r, num_protected)
     src = metric.new_empty(bsz, re, dtype=torch.long)
     dst = metric.new_empty(bsz, re, dtype=torch.long)
@@ -214,7 +207,7 @@ def _merge_wavg_kernel(x_ptr, size_ptr, src_ptr, unm_ptr, order_ptr, ptr_ptr, cg
 
 def _wavg_common(x, src_idx, dst_idx, num_protected):
     bsz, n, c = x.shape
-    na, nb, first_a, first_b = _layout(n, num_protected)
+    na, nb, first_a, first_b = layout(n, num_protected)
     order, ptr = _merges_by_dst(dst_idx, first_b, nb)
     block_c = _pow2(c, 16, 1024)
     return bsz, n, c, nb, first_b, order, ptr, block_c
@@ -351,7 +344,7 @@ def merge_wavg_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, size: to
 def _slot_sizes(size, src_idx, dst_idx, unm_idx, num_protected, n):
     """Total size of every output slot (what merge_wavg returns as size_out), in torch ops."""
     bsz = src_idx.shape[0]
-    _, nb, _, first_b = _layout(n, num_protected)
+    _, nb, _, first_b = layout(n, num_protected)
     size = size if size is not None else torch.ones(bsz, n, device=src_idx.device)
     keep = torch.cat([torch.arange(num_protected, device=src_idx.device).expand(bsz, -1), unm_idx], dim=1)
     b_tok = first_b + 2 * torch.arange(nb, device=src_idx.device)
@@ -386,7 +379,7 @@ def merge_slot_map_triton(src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx:
                           n: int) -> torch.Tensor:
     bsz, r = src_idx.shape
     nu = unm_idx.shape[1]
-    _, _, _, first_b = _layout(n, num_protected)
+    _, _, _, first_b = layout(n, num_protected)
     slot = src_idx.new_empty(bsz, n)
     if bsz == 0 or n == 0:
         return slot

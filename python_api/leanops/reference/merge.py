@@ -19,6 +19,14 @@ def split_sizes(n: int, protected: int) -> tuple[int, int]:
     return (n_first, n_second) if first_is_even else (n_second, n_first)
 
 
+def layout(n: int, protected: int) -> tuple[int, int, int, int]:
+    """``(|A|, |B|, first A index, first B index)`` of the token layout."""
+    na, nb = split_sizes(n, protected)
+    first_a = protected if protected % 2 == 0 else protected + 1
+    first_b = protected + 1 if protected % 2 == 0 else protected
+    return na, nb, first_a, first_b
+
+
 def effective_r(n: int, r: int, protected: int) -> int:
     """``r`` clamped to what A can give (zero when there is no B token to merge into)."""
     na, nb = split_sizes(n, protected)
@@ -59,9 +67,7 @@ def bipartite_match(metric: torch.Tensor, r: int, protected: int = 1):
 
 def slot_of_b(b_orig: torch.Tensor, n_unm: int, protected: int, n: int) -> torch.Tensor:
     """Output slot of a B token given its original index."""
-    _, b_idx = a_b_indices(n, protected)
-    first_b = int(b_idx[0]) if b_idx.numel() else protected
-    return protected + n_unm + (b_orig - first_b) // 2
+    return protected + n_unm + (b_orig - layout(n, protected)[3]) // 2
 
 
 def merge_wavg(x, size, src_idx, dst_idx, unm_idx, protected: int = 1, channel_gate=None, token_gate=None):
@@ -80,8 +86,7 @@ def merge_wavg(x, size, src_idx, dst_idx, unm_idx, protected: int = 1, channel_g
     if channel_gate is not None and token_gate is not None:
         src = src * (1 + channel_gate.to(acc) * token_gate.to(acc))
     src_w = size.gather(1, src_idx).to(acc)
-    first_b = b_idx[0] if b_idx.numel() else 0
-    dst_pos = (dst_idx - first_b) // 2  # position within B
+    dst_pos = (dst_idx - layout(n, protected)[3]) // 2  # position within B
 
     b_num = (xa * size.to(acc).unsqueeze(-1))[:, b_idx]
     b_num = b_num.scatter_add(1, dst_pos[..., None].expand(-1, -1, c), src * src_w.unsqueeze(-1))

@@ -24,7 +24,7 @@ def attention_bias(state: ToMeState, dtype: torch.dtype) -> torch.Tensor | None:
     if state.prop_attn:
         bias = torch.log(size.clamp_min(1e-30))
     else:
-        if bool((size > 0).all()):
+        if not state.has_padding:
             return None
         bias = torch.where(size > 0, 0.0, _LOG_TINY)
     return bias[:, None, None, :].to(dtype)
@@ -52,6 +52,7 @@ def init_from_mask(state: ToMeState, x: torch.Tensor, attention_mask) -> None:
         if valid.shape[-1] == n:
             size = size * valid.to(torch.float32)
     state.size = size
+    state.has_padding = bool((size == 0).any())  # one check per forward, not one device sync per layer
     if state.trace_source:
         state.slot_map = torch.arange(n, device=x.device).expand(bsz, n).contiguous()
 
@@ -71,7 +72,7 @@ def merge_tokens(state: ToMeState, x: torch.Tensor, metric: torch.Tensor) -> tor
         state.tokens_per_layer.append(x.shape[1])
         return x
     size = state.size
-    if bool((size == 0).any()):  # padding merges with padding first
+    if state.has_padding:  # padding merges with padding first
         metric = torch.where(size[..., None] > 0, metric, torch.ones_like(metric))
     src, dst, unm = merge_ops.bipartite_match(metric, r, state.protected)
     x, state.size = merge_ops.merge_wavg(x, size, src, dst, unm, state.protected, validate=False)

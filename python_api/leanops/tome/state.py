@@ -16,10 +16,12 @@ class ToMeState:
     layer: int = 0
     size: torch.Tensor | None = None  # [B, N] float32: tokens merged into each slot (0 = padding)
     slot_map: torch.Tensor | None = None  # [B, N0]: output slot of every input token
+    has_padding: bool = False  # set once from the mask: merged sizes are never 0 without padding
     tokens_per_layer: list[int] = field(default_factory=list)
 
     def reset(self) -> None:
         self.layer = 0
         self.size = None
         self.slot_map = None
+        self.has_padding = False
         self.tokens_per_layer = []
