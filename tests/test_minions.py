@@ -1,4 +1,5 @@
-"""Minions engine (first version: batch 1, greedy): exactness, vote weights, adaptive length, errors."""
+"""Minions engine: greedy exactness (batch 1 and ragged batches, with and without the pipeline), lossless
+sampling (chi-square), vote weights, adaptive length, per-row EOS, cache masking/compaction, bad input."""
 import pytest
 import torch
 
@@ -6,20 +7,37 @@ transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from leanops.minions import Minions  # noqa: E402
+from leanops.minions.runner import HFRunner, ragged_block  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+VOCAB = 50
 
 
-def _gpt2(layers, width, seed, vocab=50):
+def _gpt2(layers, width, seed, vocab=VOCAB, positions=256):
+    """A tiny random GPT-2 whose greedy output varies with context (untied, spread-out head)."""
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=4, vocab_size=vocab, n_positions=128, bos_token_id=0,
-                     eos_token_id=1)
+    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=4, vocab_size=vocab, n_positions=positions,
+                     tie_word_embeddings=False, bos_token_id=None, eos_token_id=None)
     model = GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():  # spread the logits so greedy decoding is not one repeated token
-        model.lm_head.weight.mul_(20)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 0.16)
     return model
 
 
-def _constant_drafter(token, vocab=50):
-    """A plain-callable SSM that always proposes ``token``."""
+LLM = _gpt2(2, 64, 0)
+
+
+def _noisy(model, seed, flip=0.3):
+    """A plain-callable SSM: the model's logits, with the top choice moved at ~``flip`` of positions."""
+    def logits(ids):
+        out = model(input_ids=ids).logits.clone()
+        wrong = torch.rand(ids.shape[1], generator=torch.Generator().manual_seed(seed * 1000 + ids.shape[1])) < flip
+        out[0, wrong] = out[0, wrong].roll(1, dims=-1)
+        return out
+    return logits
+
+
+def _constant_drafter(token, vocab=VOCAB):
     def logits(ids):
         out = torch.zeros(ids.shape[0], ids.shape[1], vocab)
         out[..., token] = 1.0
@@ -27,36 +45,100 @@ def _constant_drafter(token, vocab=50):
     return logits
 
 
+def _left_padded(lengths, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    ids = torch.zeros(len(lengths), t, dtype=torch.long)
+    mask = torch.zeros(len(lengths), t, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        ids[b, t - n:] = torch.randint(2, VOCAB, (n,), generator=g)
+        mask[b, t - n:] = 1
+    return ids, mask
+
+
+def _llm_greedy(ids, mask, new, **kw):
+    """The LLM's own greedy continuation of each row, decoded alone (no padding involved)."""
+    rows = []
+    for b in range(ids.shape[0]):
+        prompt = ids[b][mask[b].bool()][None]
+        rows.append(LLM.generate(prompt, max_new_tokens=new, do_sample=False, pad_token_id=0, **kw)[0, prompt.shape[1]:])
+    return rows
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
 @pytest.mark.parametrize("adaptive", [True, False])
-def test_greedy_output_equals_llm_greedy(adaptive):
-    llm = _gpt2(2, 64, 0)
-    ssms = [_gpt2(1, 32, 1), _gpt2(1, 32, 2), llm]
-    ids = torch.randint(2, 50, (1, 7), generator=torch.Generator().manual_seed(3))
-    want = llm.generate(ids, max_new_tokens=30, do_sample=False, pad_token_id=0)
-    engine = Minions(llm, ssms, adaptive=adaptive)
-    got = engine.generate(ids, max_new_tokens=30)
-    assert torch.equal(got, want)
+@pytest.mark.parametrize("lengths", [[7], [7, 3, 11]])
+def test_greedy_output_equals_llm_greedy(lengths, adaptive, pipeline):
+    ids, mask = _left_padded(lengths, seed=len(lengths))
+    ssms = [_noisy(LLM, 1), _noisy(LLM, 2, flip=0.15), _gpt2(1, 32, 5)]
+    engine = Minions(LLM, ssms, adaptive=adaptive, pipeline=pipeline)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=30)
+    assert torch.equal(got[:, : ids.shape[1]], ids)  # the prompt comes back as given
+    for b, want in enumerate(_llm_greedy(ids, mask, 30)):
+        assert torch.equal(got[b, ids.shape[1]:], want), f"row {b}"
     stats = engine.stats
-    assert stats.new_tokens == 30 and stats.llm_passes == stats.rounds < 30  # fewer LLM passes than tokens
+    assert stats.new_tokens == 30 * len(lengths)
+    assert stats.llm_passes == stats.rounds < 30  # fewer LLM passes than tokens
     assert len(stats.chosen_lengths) == stats.rounds
+    assert 0 <= min(stats.acceptance()) and max(stats.acceptance()) <= 1
+    assert stats.draft_seconds > 0 and stats.verify_seconds > 0
+    if pipeline:
+        assert stats.pipelined_drafts > 0  # some rounds started from drafts made during verification
 
 
-def test_callables_and_eos():
-    llm = _gpt2(2, 64, 0)
-    f = lambda x: llm(input_ids=x).logits  # noqa: E731
-    ids = torch.randint(2, 50, (1, 5), generator=torch.Generator().manual_seed(4))
-    want = llm.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
-    assert torch.equal(Minions(f, [f, _constant_drafter(3)]).generate(ids, max_new_tokens=12), want)
-    eos = int(want[0, ids.shape[1] + 4])
-    got = Minions(llm, [f]).generate(ids, max_new_tokens=12, eos_token_id=eos)
-    first = (want[0, ids.shape[1]:] == eos).nonzero()[0, 0].item()
-    assert torch.equal(got, want[:, : ids.shape[1] + first + 1])
+def test_rows_accept_different_lengths():
+    """One drafter right and one wrong per row: rows keep different counts each round, yet stay exact."""
+    ids, mask = _left_padded([5, 8, 6, 4], seed=9)
+    engine = Minions(LLM, [_noisy(LLM, 3, flip=0.5)], adaptive=False, gamma=4)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=40)
+    for b, want in enumerate(_llm_greedy(ids, mask, 40)):
+        assert torch.equal(got[b, ids.shape[1]:], want)
+    assert 0.1 < engine.stats.acceptance()[0] < 0.9
+
+
+def test_long_run_compacts_cache_and_stays_exact():
+    ids, mask = _left_padded([6, 12, 3], seed=4)
+    engine = Minions(LLM, [_noisy(LLM, 5, flip=0.6), _constant_drafter(7)], adaptive=False, gamma=6)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=120)
+    for b, want in enumerate(_llm_greedy(ids, mask, 120)):
+        assert torch.equal(got[b, ids.shape[1]:], want)
+
+
+def test_runner_compaction_keeps_logits():
+    runner = HFRunner(LLM, 2, "cpu")
+    seqs = [torch.randint(2, VOCAB, (90,)), torch.randint(2, VOCAB, (70,))]
+    tokens, valid = ragged_block(seqs)
+    runner.feed(tokens, valid)
+    runner.feed(torch.randint(2, VOCAB, (2, 100)), torch.ones(2, 100, dtype=torch.bool))  # to be dropped
+    runner.live[:, -1] = True  # keep one trailing slot so cropping alone cannot shrink the cache
+    runner.keep(torch.tensor([90, 70]))
+    assert runner.live.shape[1] == 90  # compacted: more than half the slots were dead
+    nxt = torch.tensor([[3], [4]])
+    got = runner.feed(nxt, torch.ones(2, 1, dtype=torch.bool))[:, 0]
+    for b, s in enumerate(seqs):
+        want = LLM(input_ids=torch.cat([s, nxt[b]])[None]).logits[0, -1]
+        torch.testing.assert_close(got[b], want, atol=1e-4, rtol=1e-4)
+
+
+def test_callables_and_eos_per_row():
+    f = lambda x: LLM(input_ids=x).logits  # noqa: E731
+    ids, mask = _left_padded([5, 9], seed=6)
+    want = _llm_greedy(ids, mask, 16)
+    eos = int(want[0][4])  # row 0 stops at its 5th token; row 1 may stop elsewhere or not at all
+    got = Minions(LLM, [f, _constant_drafter(3)]).generate(ids, attention_mask=mask, max_new_tokens=16,
+                                                           eos_token_id=eos, pad_token_id=0)
+    for b, row in enumerate(want):
+        hits = (row == eos).nonzero()
+        stop = int(hits[0]) + 1 if hits.numel() else 16
+        assert torch.equal(got[b, ids.shape[1]: ids.shape[1] + stop], row[:stop])
+        assert bool((got[b, ids.shape[1] + stop:] == 0).all())  # padded after EOS
+    assert got.shape[1] == ids.shape[1] + max(
+        (int((r == eos).nonzero()[0]) + 1 if (r == eos).any() else 16) for r in want)
 
 
 def test_vote_weights_follow_acceptance():
-    llm = _gpt2(2, 64, 0)
-    engine = Minions(llm, [llm, _constant_drafter(3), _constant_drafter(4)], adaptive=False)
-    engine.generate(torch.randint(5, 50, (1, 6), generator=torch.Generator().manual_seed(5)), max_new_tokens=24)
+    engine = Minions(LLM, [_noisy(LLM, 1, flip=0.05), _constant_drafter(3), _constant_drafter(4)], adaptive=False)
+    engine.generate(_left_padded([6], seed=5)[0], max_new_tokens=24)
     w = engine.stats.weights
     assert w[0] > 1.0 > w[1] and w[0] > w[2]  # the drafter the LLM agrees with gains weight
     acc = engine.stats.acceptance()
@@ -64,55 +146,90 @@ def test_vote_weights_follow_acceptance():
     assert all(0.1 <= x <= 10.0 for x in w)  # bounded
 
 
-def test_adaptive_length_stays_in_bounds():
-    llm = _gpt2(2, 64, 0)
-    engine = Minions(llm, [_constant_drafter(3)], min_gamma=2, max_gamma=5, gamma=5)
-    engine.generate(torch.randint(5, 50, (1, 6)), max_new_tokens=20)
-    assert all(2 <= g <= 5 for g in engine.stats.chosen_lengths[:-1])  # the last round may be cut short
+def test_adaptive_length_stays_in_bounds_and_moves():
+    prompt = _left_padded([6], seed=1)[0]
+    future = LLM.generate(prompt, max_new_tokens=60, do_sample=False, pad_token_id=0)[0]
+
+    def oracle(ids):  # a free drafter that knows the LLM's greedy continuation
+        out = torch.zeros(1, ids.shape[1], VOCAB)
+        out[0, torch.arange(ids.shape[1]), future[1: ids.shape[1] + 1]] = 1.0
+        return out
+    good = Minions(LLM, [oracle], min_gamma=2, max_gamma=7, gamma=2)
+    good.generate(prompt, max_new_tokens=40)
+    bad = Minions(LLM, [_constant_drafter(3)], min_gamma=2, max_gamma=7, gamma=7)
+    bad.generate(_left_padded([6], seed=1)[0], max_new_tokens=20)
+    for engine in (good, bad):
+        assert all(g <= 7 for g in engine.stats.chosen_lengths)
+        assert all(g >= 2 for g in engine.stats.chosen_lengths[:-1])  # the last round may be cut short
+    assert max(good.stats.chosen_lengths) > 2  # a perfect drafter earns longer drafts
+    assert min(bad.stats.chosen_lengths[:-1]) < 7  # a useless one shorter ones
 
 
 def test_bad_input_fails_before_any_work():
-    llm = _gpt2(2, 64, 0)
-    ids = torch.randint(2, 50, (1, 5))
-    with pytest.raises(ValueError, match="ssms must hold"):
-        Minions(llm, [])
+    ids = torch.randint(2, VOCAB, (1, 5))
+    with pytest.raises(ValueError, match="ssms must be a non-empty list"):
+        Minions(LLM, [])
     with pytest.raises(ValueError, match="must share a vocabulary"):
-        Minions(llm, [_gpt2(1, 32, 1, vocab=60)])
-    engine = Minions(llm, [llm])
+        Minions(LLM, [_gpt2(1, 32, 1, vocab=60)])
+    with pytest.raises(ValueError, match="min_gamma <= gamma"):
+        Minions(LLM, [LLM], gamma=0)
+    engine = Minions(LLM, [LLM])
     with pytest.raises(ValueError, match="max_new_tokens must be"):
         engine.generate(ids, max_new_tokens=0)
     with pytest.raises(TypeError, match="integer token ids"):
         engine.generate(ids.float(), max_new_tokens=3)
-    with pytest.raises(ValueError, match="exceeds the LLM's 128 positions"):
-        engine.generate(torch.randint(2, 50, (1, 120)), max_new_tokens=10)
+    with pytest.raises(ValueError, match="exceeds the LLM's 256 positions"):
+        engine.generate(torch.randint(2, VOCAB, (1, 250)), max_new_tokens=10)
+    with pytest.raises(ValueError, match="exceeds ssms\\[0\\]'s 64 positions"):
+        Minions(LLM, [_gpt2(1, 32, 1, positions=64)]).generate(torch.randint(2, VOCAB, (1, 60)), max_new_tokens=4)
     with pytest.raises(ValueError, match="temperature must be"):
         engine.generate(ids, max_new_tokens=3, temperature=0.0)
     with pytest.raises(ValueError, match="top_p must be"):
         engine.generate(ids, max_new_tokens=3, top_p=1.5)
-    with pytest.raises(NotImplementedError, match="batch size > 1"):
-        engine.generate(torch.randint(2, 50, (2, 5)), max_new_tokens=3)
+    with pytest.raises(ValueError, match="input_ids must lie in"):
+        engine.generate(torch.tensor([[3, VOCAB]]), max_new_tokens=3)
+    with pytest.raises(ValueError, match="attention_mask must be a tensor shaped like"):
+        engine.generate(ids, attention_mask=torch.ones(1, 4), max_new_tokens=3)
+    with pytest.raises(ValueError, match="at least one token in every row"):
+        engine.generate(ids, attention_mask=torch.zeros(1, 5), max_new_tokens=3)
+    with pytest.raises(ValueError, match="input_ids must be \\[B >= 1"):
+        engine.generate(torch.zeros(0, 5, dtype=torch.long), max_new_tokens=3)
 
 
+@pytest.mark.parametrize("pipeline", [False, True])
 @pytest.mark.parametrize("top_p", [1.0, 0.7])
-def test_sampling_is_lossless(top_p):
-    """Chi-square: the first sampled token follows the LLM's own (temperature, top-p) distribution."""
+def test_sampling_is_lossless(top_p, pipeline):
+    """Chi-square over many rows of one batch: the first two sampled tokens follow the LLM's own
+    (temperature, top-p) distribution, whichever drafter proposed them."""
     from leanops.minions.engine import _nucleus
 
     llm = _gpt2(1, 32, 0, vocab=8)
     with torch.no_grad():
-        llm.lm_head.weight.mul_(0.05)  # a spread-out target distribution
+        llm.lm_head.weight.mul_(0.3)  # a spread-out target distribution
     drafter = _gpt2(1, 32, 9, vocab=8)
-    ids = torch.tensor([[2, 5, 3]])
-    p = torch.softmax(_nucleus(llm(input_ids=ids).logits[0, -1].float() / 0.8, top_p), -1).double()
-    engine = Minions(llm, [drafter], gamma=3)
-    g = torch.Generator().manual_seed(0)
-    n = 1500
-    counts = torch.zeros(8, dtype=torch.float64)
-    for _ in range(n):
-        out = engine.generate(ids, max_new_tokens=2, do_sample=True, temperature=0.8, top_p=top_p, generator=g)
-        counts[int(out[0, 3])] += 1
+    prompt = torch.tensor([[2, 5, 3]])
+    n = 3000
+    engine = Minions(llm, [drafter, llm], gamma=3, pipeline=pipeline)
+    out = engine.generate(prompt.expand(n, -1), max_new_tokens=3, do_sample=True, temperature=0.8, top_p=top_p,
+                          generator=torch.Generator().manual_seed(0))
+    assert engine.stats.rounds >= 1 and sum(engine.stats.drafted_per_ssm) > 0
+    with torch.no_grad():
+        p1 = torch.softmax(_nucleus(llm(input_ids=prompt).logits[0, -1].float() / 0.8, top_p), -1).double()
+    first = out[:, 3]
+    _assert_chi2(first, p1, n)
+    # the second token given the most common first token
+    top = int(torch.mode(first).values)
+    rows = first == top
+    with torch.no_grad():
+        p2 = torch.softmax(_nucleus(llm(input_ids=torch.tensor([[2, 5, 3, top]])).logits[0, -1].float() / 0.8,
+                                    top_p), -1).double()
+    _assert_chi2(out[rows, 4], p2, int(rows.sum()))
+
+
+def _assert_chi2(tokens, p, n):
+    counts = torch.bincount(tokens, minlength=p.shape[0]).double()
     keep = p > 0
     assert counts[~keep].sum() == 0  # never a token outside the nucleus
     expected = p[keep] * n
     chi2 = float(((counts[keep] - expected) ** 2 / expected).sum())
-    assert chi2 < 24.3  # chi-square, 7 degrees of freedom, p = 0.001
+    assert chi2 < 24.3  # chi-square, <= 7 degrees of freedom, p = 0.001

@@ -89,6 +89,28 @@ def test_verify_sampling_equals_reference(backend, case, temperature):
     assert all(torch.equal(x.cpu(), y) for x, y in zip(got, want))
 
 
+@pytest.mark.parametrize("v", [2, 7, 300])
+def test_verify_sampling_with_top_p_masked_logits(backend, v):
+    """Top-p leaves -inf logits (and zero draft probabilities): every backend must skip them, not NaN."""
+    name, device = backend
+    g = torch.Generator().manual_seed(v)
+    b, s = 64, 4
+    logits = torch.randn(b, s + 1, v, generator=g)
+    masked = torch.rand(b, s + 1, v, generator=g) < 0.6
+    masked[..., 0] = False  # a nucleus is never empty
+    masked[: b // 4, :, :] = torch.arange(v) > 0  # rows whose first logits are all masked but the first
+    logits = logits.masked_fill(masked, float("-inf"))
+    q = torch.softmax(torch.randn(b, s, v, generator=g).masked_fill(masked[:, :s], float("-inf")), -1)
+    cand = torch.multinomial(q.reshape(-1, v), 1, generator=g).view(b, s)
+    lens = torch.randint(0, s + 1, (b,), generator=g)
+    u = torch.rand(b, s + 1, generator=g)
+    want = ref.verify_sampling(cand, lens, q, logits, 1.0, u)
+    got = leanops.verify_sampling(*[t.to(device) for t in (cand, lens, q, logits)], 1.0, uniforms=u.to(device),
+                                  backend=name)
+    assert all(torch.equal(x.cpu(), y) for x, y in zip(got, want))
+    assert not bool(masked[torch.arange(b), want[0].clamp_max(s), want[1]].any())  # never a masked token
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_logits(backend, dtype):
     name, device = backend

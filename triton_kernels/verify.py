@@ -108,7 +108,9 @@ def _position_kernel(logits_ptr, cand_ptr, len_ptr, q_ptr, u_ptr, lse_ptr, ok_pt
         j = v0 + tl.arange(0, BLOCK_V)
         x = tl.load(logits_ptr + base + j, mask=j < V, other=float("-inf")).to(tl.float64) * inv_t
         m_new = tl.maximum(m, tl.max(x, axis=0))
-        acc = acc * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+        # while every logit so far is -inf (masked by top-p) there is nothing to rescale: avoid -inf - -inf
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        acc = acc * tl.exp(m - shift) + tl.sum(tl.exp(x - shift), axis=0)
         m = m_new
     lse = m + tl.log(acc)
     tl.store(lse_ptr + b * (S + 1) + i + zero, lse)

@@ -202,6 +202,7 @@ std::tuple<at::Tensor, at::Tensor> verify_sampling_cpu(const at::Tensor& candida
           double m = -std::numeric_limits<double>::infinity(), sum = 0;
           for (int64_t j = 0; j < v; ++j) {
             const double x = double(row[j]) * inv_t;
+            if (x == -std::numeric_limits<double>::infinity()) continue;  // masked (top-p): adds nothing
             if (x > m) {
               sum = sum * std::exp(m - x) + 1;
               m = x;

@@ -1,4 +1,5 @@
-"""Minions: majority-voted speculative decoding with several small draft models (first version)."""
-from .engine import Minions, MinionsStats
+"""Minions: majority-voted, adaptive, pipelined speculative decoding with several small draft models."""
+from .engine import Minions
+from .stats import MinionsStats
 
 __all__ = ["Minions", "MinionsStats"]

@@ -1,79 +1,32 @@
 """Minions: speculative decoding with several small draft models (SSMs) and a weighted majority vote.
 
-Each round every SSM drafts ``gamma`` tokens greedily from its own KV cache; ``majority_vote`` picks one
-real draft on the drafts' prefix tree; the LLM scores it in one forward pass and ``verify_greedy`` keeps
-the prefix it agrees with plus its own next token; every cache is cropped back to what was kept. SSM vote
-weights follow their drafts' acceptance (multiplicative, bounded); ``gamma`` adapts to the measured cost
-per accepted token. Greedy output equals the LLM's own greedy decoding.
+A round: every SSM drafts ``gamma`` tokens per row from its own KV cache; ``majority_vote`` picks one real
+draft per row on the drafts' prefix tree; the LLM scores it in one forward pass and ``verify_greedy``
+keeps the prefix it agrees with plus its own next token. Rows keep different numbers of tokens: each
+model's cache masks what a row did not keep (see ``runner.py``). Vote weights follow each SSM's own
+acceptance (multiplicative, bounded); ``gamma`` follows a running cost model. Greedy output equals the
+LLM's own greedy decoding.
 
 Sampling is lossless by choosing the drafting SSM *before* it samples (the one with the highest vote
-weight, a choice that does not depend on this round's randomness) and verifying its draft with
-``verify_sampling`` (rejection sampling against the LLM's temperature/top-p distribution).
+weight, a choice that does not look at this round's draws) and verifying its draft with
+``verify_sampling`` (recursive rejection against the LLM's temperature/top-p distribution).
 
-This first version covers batch size 1; batch > 1 and pipelined drafting are not built yet (they
-raise NotImplementedError).
+Pipeline: while the LLM verifies round t (in a worker thread; on a CUDA stream on GPU), the SSMs extend
+round t's candidate, guess the LLM's next token (their argmax) and draft round t+1 behind it. Where the
+LLM keeps the whole candidate and its next token is the guess, round t+1 starts verifying at once.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from ..ops.verify import majority_vote, verify_greedy, verify_sampling
-
-
-@dataclass
-class MinionsStats:
-    llm_passes: int = 0
-    new_tokens: int = 0
-    rounds: int = 0
-    chosen_lengths: list = field(default_factory=list)
-    accepted_per_ssm: list = field(default_factory=list)
-    drafted_per_ssm: list = field(default_factory=list)
-    weights: list = field(default_factory=list)
-    draft_seconds: float = 0.0
-    verify_seconds: float = 0.0
-
-    @property
-    def tokens_per_pass(self) -> float:
-        return self.new_tokens / max(self.llm_passes, 1)
-
-    def acceptance(self) -> list:
-        return [a / max(d, 1) for a, d in zip(self.accepted_per_ssm, self.drafted_per_ssm)]
-
-
-class _CachedModel:
-    """A Hugging Face causal LM (or a callable ids -> logits) with its KV cache and consumed length."""
-
-    def __init__(self, model):
-        self.model = model
-        self.cache = None
-        self.length = 0  # tokens in the cache
-        self.hf = hasattr(model, "config") and hasattr(model, "forward")
-
-    def logits(self, prefix: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        """Logits for the positions of ``new``, which follows ``prefix`` (already in the cache)."""
-        if not self.hf:  # plain callable: full recompute over the whole sequence
-            out = self.model(torch.cat([prefix, new], dim=1))
-            self.length = prefix.shape[1] + new.shape[1]
-            return out[:, -new.shape[1]:]
-        out = self.model(input_ids=new, past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
-        self.length += new.shape[1]
-        return out.logits
-
-    def sync(self, prefix: torch.Tensor) -> None:
-        """Make the cache hold exactly ``prefix`` (it holds a correct prefix of it already)."""
-        self.crop(prefix.shape[1])
-        if self.hf and self.length < prefix.shape[1]:
-            self.logits(prefix[:, : self.length], prefix[:, self.length:])
-
-    def crop(self, keep: int) -> None:
-        if self.hf and self.cache is not None and self.length > keep:
-            self.cache.crop(keep - self.length)
-        self.length = min(self.length, keep)
+from .runner import make_runner, position_limit, ragged_block
+from .stats import MinionsStats
 
 
 def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -87,28 +40,36 @@ def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
-def _kept_tokens(llm, n, cand, accepted, nxt, eos_token_id, room):
-    """Tokens this round adds: the accepted draft prefix and the LLM's next token, cut at EOS and at
-    ``room``. The LLM cache keeps the ``n`` prior tokens and the accepted ones; the rest is dropped."""
-    llm.crop(n + accepted)
-    new = torch.cat([cand[:, :accepted], nxt[:, None]], dim=1)
-    if eos_token_id is not None:
-        hits = (new[0] == eos_token_id).nonzero()
-        if hits.numel():
-            new = new[:, : int(hits[0]) + 1]
-    return new[:, :room]
+def _agreement(fed: torch.Tensor, kept: torch.Tensor) -> int:
+    """Length of the common prefix of two 1-D token tensors."""
+    n = min(fed.shape[0], kept.shape[0])
+    differ = (fed[:n] != kept[:n]).nonzero()
+    return int(differ[0]) if differ.numel() else n
+
+
+class _Picker:
+    """Next-token choice for drafting: greedy, or a sample from the tempered nucleus (with its probs)."""
+
+    def __init__(self, do_sample, temperature, top_p, generator):
+        self.do_sample, self.temperature, self.top_p, self.generator = do_sample, temperature, top_p, generator
+
+    def __call__(self, logits: torch.Tensor):
+        if not self.do_sample:
+            return logits.argmax(-1), None
+        q = torch.softmax(_nucleus(logits.float() / self.temperature, self.top_p), dim=-1)
+        return torch.multinomial(q, 1, generator=self.generator)[:, 0], q
 
 
 class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
-                 backend: str | None = None):
-        if not ssms:
-            raise ValueError("ssms must hold at least one draft model")
-        if pipeline:
-            raise NotImplementedError("pipelined drafting is not built yet")
+                 hysteresis: float = 1.05, backend: str | None = None):
+        if not isinstance(ssms, (list, tuple)) or not ssms:
+            raise ValueError("ssms must be a non-empty list of draft models")
         if not 1 <= min_gamma <= gamma <= max_gamma:
             raise ValueError(f"need 1 <= min_gamma <= gamma <= max_gamma, got {min_gamma}, {gamma}, {max_gamma}")
+        if not 0 < weight_bounds[0] <= 1 <= weight_bounds[1]:
+            raise ValueError(f"weight_bounds must satisfy 0 < low <= 1 <= high, got {weight_bounds}")
         self.llm, self.ssms = llm, list(ssms)
         vocab = self._vocab(llm)
         for i, ssm in enumerate(self.ssms):
@@ -120,141 +81,76 @@ class Minions:
         if self.weights.shape != (k,) or bool((self.weights <= 0).any()):
             raise ValueError(f"weights must be {k} positive numbers")
         self.min_gamma, self.max_gamma, self.gamma, self.adaptive = min_gamma, max_gamma, gamma, adaptive
-        self.weight_lr, self.weight_bounds, self.backend = weight_lr, weight_bounds, backend
+        self.weight_lr, self.weight_bounds, self.hysteresis = weight_lr, weight_bounds, hysteresis
+        self.pipeline, self.backend = pipeline, backend
         self.stats = MinionsStats()
 
     @staticmethod
     def _vocab(model):
-        cfg = getattr(model, "config", None)
-        return getattr(cfg, "vocab_size", None)
+        return getattr(getattr(model, "config", None), "vocab_size", None)
 
-    def _check(self, input_ids, max_new_tokens, do_sample, temperature, top_p):
+    # ---- input checks: all before any model runs ----
+    def _check(self, input_ids, attention_mask, max_new_tokens, temperature, top_p):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be a 2-D tensor [B, T]")
         if input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
-        if input_ids.shape[0] != 1:
-            raise NotImplementedError("batch size > 1 is not built yet (this version decodes one sequence)")
-        if input_ids.shape[1] < 1:
-            raise ValueError("input_ids must hold at least one token")
+        if input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
+            raise ValueError(f"input_ids must be [B >= 1, T >= 1], got {tuple(input_ids.shape)}")
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask must be a tensor shaped like input_ids {tuple(input_ids.shape)}")
+            if bool((attention_mask.sum(1) < 1).any()):
+                raise ValueError("attention_mask must keep at least one token in every row")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        limit = getattr(getattr(self.llm, "config", None), "n_positions", None) or \
-            getattr(getattr(self.llm, "config", None), "max_position_embeddings", None)
-        if limit is not None and input_ids.shape[1] + max_new_tokens + self.max_gamma > limit:
-            raise ValueError(f"prompt ({input_ids.shape[1]}) + max_new_tokens ({max_new_tokens}) + max_gamma "
-                             f"({self.max_gamma}) exceeds the LLM's {limit} positions")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        vocab = self._vocab(self.llm)
+        if vocab is not None and (bool((input_ids < 0).any()) or bool((input_ids >= vocab).any())):
+            raise ValueError(f"input_ids must lie in [0, {vocab}) (the LLM's vocabulary)")
+        longest = int(input_ids.shape[1] if attention_mask is None else attention_mask.sum(1).max())
+        for name, model in [("the LLM", self.llm)] + [(f"ssms[{i}]", m) for i, m in enumerate(self.ssms)]:
+            limit = position_limit(model)
+            if limit is not None and longest + max_new_tokens + self.max_gamma + 1 > limit:
+                raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) + max_gamma + 1 "
+                                 f"({self.max_gamma + 1}) exceeds {name}'s {limit} positions")
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, generator=None):
-        self._check(input_ids, max_new_tokens, do_sample, temperature, top_p)
+                 temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None, generator=None):
+        """Decode like ``model.generate``: returns ``[B, T + new]`` ids, the prompt as given (left padding
+        kept) followed by each row's new tokens, rows that stopped early padded with ``pad_token_id``."""
+        self._check(input_ids, attention_mask, max_new_tokens, temperature, top_p)
+        start = time.perf_counter()
+        bsz, device = input_ids.shape[0], input_ids.device
         ids = input_ids.long()
-        llm = _CachedModel(self.llm)
-        ssms = [_CachedModel(m) for m in self.ssms]
-        k = len(ssms)
-        stats = self.stats = MinionsStats(accepted_per_ssm=[0] * k, drafted_per_ssm=[0] * k)
-        if do_sample:
-            return self._generate_sampling(ids, llm, ssms, stats, max_new_tokens, temperature, top_p, eos_token_id,
-                                           generator)
-        produced = 0
-        while produced < max_new_tokens:
-            gamma = min(self.gamma, max_new_tokens - produced)
-            n = ids.shape[1]
-            t0 = time.perf_counter()
-            drafts = torch.zeros(1, k, gamma, dtype=torch.long)
-            for i, m in enumerate(ssms):
-                m.sync(ids[:, :-1])
-                ctx, tok = ids[:, :-1], ids[:, -1:]
-                for j in range(gamma):
-                    nxt = m.logits(ctx, tok)[:, -1].argmax(-1, keepdim=True)
-                    drafts[0, i, j] = nxt[0, 0]
-                    ctx, tok = torch.cat([ctx, tok], dim=1), nxt
-                m.crop(n)  # keep the prompt-and-output prefix, drop this SSM's own draft
-            t1 = time.perf_counter()
-            lens = torch.full((1, k), gamma, dtype=torch.long)
-            _, cand, cand_len = majority_vote(drafts, lens, self.weights.float(), backend=self.backend)
-            llm.sync(ids[:, :-1])
-            logits = llm.logits(ids[:, :-1], torch.cat([ids[:, -1:], cand], dim=1))
-            accepted, nxt = verify_greedy(cand, cand_len, logits, backend=self.backend)
-            t2 = time.perf_counter()
-            new = _kept_tokens(llm, n, cand, int(accepted[0]), nxt, eos_token_id, max_new_tokens - produced)
-            ids = torch.cat([ids, new], dim=1)
-            produced += new.shape[1]
-            self._update(stats, drafts, new[0], gamma, t1 - t0, t2 - t1)
-            if eos_token_id is not None and int(ids[0, -1]) == eos_token_id:
-                break
-        return ids
+        mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        run = _Run(self, [ids[b][mask[b]] for b in range(bsz)], device, max_new_tokens, eos,
+                   _Picker(do_sample, temperature, top_p, generator), do_sample, temperature, top_p, generator)
+        run.loop()
+        self.stats.wall_seconds = time.perf_counter() - start
+        new = [s[p:] for s, p in zip(run.seqs, run.prompt_len)]
+        width = max(n.shape[0] for n in new)
+        out = torch.full((bsz, width), pad, dtype=torch.long, device=device)
+        for b, n in enumerate(new):
+            out[b, : n.shape[0]] = n
+        return torch.cat([ids, out], dim=1)
 
-    def _generate_sampling(self, ids, llm, ssms, stats, max_new_tokens, temperature, top_p, eos_token_id, generator):
-        produced = 0
-        while produced < max_new_tokens:
-            gamma = min(self.gamma, max_new_tokens - produced)
-            n = ids.shape[1]
-            chosen = int(torch.argmax(self.weights))  # fixed before any of this round's draws: lossless
-            m = ssms[chosen]
-            t0 = time.perf_counter()
-            m.sync(ids[:, :-1])
-            ctx, tok = ids[:, :-1], ids[:, -1:]
-            cand = torch.zeros(1, gamma, dtype=torch.long)
-            q_rows = []
-            for j in range(gamma):
-                q = torch.softmax(_nucleus(m.logits(ctx, tok)[:, -1].float() / temperature, top_p), dim=-1)
-                nxt = torch.multinomial(q, 1, generator=generator)
-                cand[0, j] = nxt[0, 0]
-                q_rows.append(q)
-                ctx, tok = torch.cat([ctx, tok], dim=1), nxt
-            m.crop(n)
-            t1 = time.perf_counter()
-            llm.sync(ids[:, :-1])
-            logits = llm.logits(ids[:, :-1], torch.cat([ids[:, -1:], cand], dim=1))[0].float()
-            target = _nucleus(logits / temperature, top_p)[None]
-            draft_probs = torch.stack(q_rows, dim=1)
-            accepted, nxt = verify_sampling(cand, torch.tensor([gamma]), draft_probs, target, 1.0, generator,
-                                            backend=self.backend)
-            t2 = time.perf_counter()
-            new = _kept_tokens(llm, n, cand, int(accepted[0]), nxt, eos_token_id, max_new_tokens - produced)
-            ids = torch.cat([ids, new], dim=1)
-            produced += new.shape[1]
-            drafts = torch.full((1, len(ssms), gamma), -1, dtype=torch.long)
-            drafts[0, chosen] = cand[0]  # only the chosen SSM drafted: only it is scored this round
-            self._update(stats, drafts, new[0], gamma, t1 - t0, t2 - t1, only=chosen)
-            if eos_token_id is not None and int(ids[0, -1]) == eos_token_id:
-                break
-        return ids
-
-    def _update(self, stats, drafts, kept, gamma, t_draft, t_verify, only=None):
-        """Stats, vote weights from each SSM's own acceptance, and the next speculation length."""
-        stats.rounds += 1
-        stats.llm_passes += 1
-        stats.new_tokens += kept.shape[0]
-        stats.chosen_lengths.append(gamma)
-        stats.draft_seconds += t_draft
-        stats.verify_seconds += t_verify
-        k = drafts.shape[1]
-        own = []
-        for i in range(k):  # how far SSM i's own draft agrees with what the LLM kept
-            agree = 0
-            while agree < min(gamma, kept.shape[0]) and int(drafts[0, i, agree]) == int(kept[agree]):
-                agree += 1
-            own.append(agree)
-        rates = torch.tensor([o / gamma for o in own], dtype=torch.float64)
-        scored = range(k) if only is None else [only]
-        for i in scored:
-            stats.accepted_per_ssm[i] += own[i]
-            stats.drafted_per_ssm[i] += gamma
+    # ---- vote weights and speculation length ----
+    def _update_weights(self, agree, drafted, scored):
         lo, hi = self.weight_bounds
-        if only is None:
-            self.weights = (self.weights * torch.exp(self.weight_lr * (rates - rates.mean()))).clamp(lo, hi)
-        else:  # one drafter: move its weight by its acceptance against an even chance
-            self.weights[only] = float((self.weights[only] * math.exp(self.weight_lr * (rates[only] - 0.5))).clamp(lo, hi))
-        stats.weights = self.weights.tolist()
-        if self.adaptive:
-            self.gamma = self._next_gamma(stats)
+        rates = agree / drafted.clamp_min(1)
+        if len(scored) == len(self.ssms) and len(scored) > 1:  # relative to the others' acceptance
+            step = rates - rates.mean()
+        else:  # one drafter this round: against an even chance
+            step = torch.zeros_like(rates)
+            step[scored] = rates[scored] - 0.5
+        self.weights = (self.weights * torch.exp(self.weight_lr * step)).clamp(lo, hi)
 
     def _next_gamma(self, stats) -> int:
         """Pick gamma maximising expected accepted tokens per second under a running cost model
@@ -263,10 +159,224 @@ class Minions:
         alpha = min(max(sum(stats.accepted_per_ssm) / max(sum(stats.drafted_per_ssm), 1), 0.01), 0.99)
         draft_per_token = stats.draft_seconds / max(sum(stats.chosen_lengths), 1)
         verify_per_pass = stats.verify_seconds / rounds
+        hidden = stats.pipelined_drafts / rounds  # drafting that overlapped verification costs nothing
 
         def rate(g):
             expected = (1 - alpha ** (g + 1)) / (1 - alpha)
-            return expected / (verify_per_pass + g * draft_per_token + 1e-9)
+            return expected / (verify_per_pass + (1 - hidden) * g * draft_per_token + 1e-9)
 
         best = max(range(self.min_gamma, self.max_gamma + 1), key=rate)
-        return best if rate(best) > 1.05 * rate(self.gamma) else self.gamma
+        return best if rate(best) > self.hysteresis * rate(self.gamma) else self.gamma
+
+
+class _Run:
+    """One ``generate`` call: row sequences, the models' runners and the round loop."""
+
+    def __init__(self, engine: Minions, prompts, device, max_new, eos, pick, do_sample, temperature, top_p, generator):
+        self.e, self.device, self.max_new, self.eos, self.pick = engine, device, max_new, eos, pick
+        self.do_sample, self.temperature, self.top_p, self.generator = do_sample, temperature, top_p, generator
+        self.seqs = list(prompts)
+        self.prompt_len = [p.shape[0] for p in prompts]
+        bsz, k = len(prompts), len(engine.ssms)
+        self.bsz, self.k = bsz, k
+        self.llm = make_runner(engine.llm, bsz, device)
+        self.ssms = [make_runner(m, bsz, device) for m in engine.ssms]
+        self.active = torch.ones(bsz, dtype=torch.bool)
+        self.pre = [None] * k  # pipelined drafts ready for the next round, per SSM
+        self.stats = engine.stats = MinionsStats(accepted_per_ssm=[0] * k, drafted_per_ssm=[0] * k,
+                                                 weights=engine.weights.tolist())
+        on_gpu = torch.device(device).type == "cuda"
+        self.stream = torch.cuda.Stream(device=device) if (engine.pipeline and on_gpu) else None
+
+    def produced(self, b) -> int:
+        return self.seqs[b].shape[0] - self.prompt_len[b]
+
+    def loop(self):
+        pool = ThreadPoolExecutor(max_workers=1) if self.e.pipeline else None
+        try:
+            while bool(self.active.any()):
+                self.round(pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    # ---- drafting ----
+    def draft(self, runner, seqs, n_tokens, first_greedy=False):
+        """Feed each active row's missing tail of ``seqs`` and draft ``n_tokens`` -> (tokens, probs)."""
+        active = self.active.to(self.device)
+        catch = [s[int(c):] if a else s[:0] for s, c, a in zip(seqs, runner.count.tolist(), self.active.tolist())]
+        tokens, valid = ragged_block(catch)
+        logits = runner.feed(tokens, valid)
+        last = logits[torch.arange(self.bsz, device=self.device), (valid.sum(1) - 1).clamp_min(0)]
+        out, probs = [], []
+        for j in range(n_tokens):
+            tok, q = (last.argmax(-1), None) if (first_greedy and j == 0) else self.pick(last)
+            out.append(tok)
+            probs.append(q)
+            if j + 1 < n_tokens:
+                last = runner.feed(tok[:, None], active[:, None])[:, 0]
+        q = torch.stack(probs[1 if first_greedy else 0:], 1) if self.do_sample and n_tokens > int(first_greedy) else None
+        return torch.stack(out, 1), q
+
+    def drafters(self):
+        """SSMs that draft this round: all of them (greedy vote) or the heaviest one, chosen before it samples."""
+        return [int(torch.argmax(self.e.weights))] if self.do_sample else list(range(self.k))
+
+    # ---- one round ----
+    def round(self, pool):
+        e, stats, bsz = self.e, self.stats, self.bsz
+        room = torch.tensor([self.max_new - self.produced(b) for b in range(bsz)])
+        dlen = torch.where(self.active, room.clamp_max(e.gamma), 0)
+        g = int(dlen.max())
+        t0 = time.perf_counter()
+        drafts = torch.full((bsz, self.k, g), -1, dtype=torch.long, device=self.device)
+        draft_probs = None
+        used_pre = False
+        drafters = self.drafters()
+        for i in range(self.k):
+            pre = self.pre[i]
+            if i in drafters and pre is not None and pre[0].shape[1] >= g:
+                drafts[:, i], q = pre[0][:, :g], (pre[1][:, :g] if pre[1] is not None else None)
+                used_pre = True
+            else:
+                if pre is not None:  # its cache runs ahead of the rows: cut it back
+                    self.ssms[i].keep(torch.tensor([s.shape[0] - 1 for s in self.seqs], device=self.device))
+                if i not in drafters:
+                    continue
+                drafts[:, i], q = self.draft(self.ssms[i], self.seqs, g)
+            draft_probs = q
+        self.pre = [None] * self.k
+        stats.pipelined_drafts += int(used_pre)
+        draft_len = dlen.to(self.device)[:, None].expand(bsz, self.k).contiguous()
+        if self.do_sample:
+            chosen = drafters[0]
+            cand, cand_len = drafts[:, chosen].contiguous(), dlen.to(self.device)
+        else:
+            _, cand, cand_len = majority_vote(drafts, draft_len, e.weights.float().to(self.device), backend=e.backend)
+        uniforms = torch.rand(bsz, g + 1, generator=self.generator) if self.do_sample else None
+        t1 = time.perf_counter()
+        n_before = [s.shape[0] for s in self.seqs]
+        if pool is None:
+            accepted, nxt, t_verify = self.verify(cand, cand_len, draft_probs, uniforms)
+            guesses = None
+        else:
+            job = pool.submit(self.verify, cand, cand_len, draft_probs, uniforms)
+            guesses = self.predraft(drafts, cand, cand_len)  # overlaps the LLM pass
+            accepted, nxt, t_verify = job.result()
+            if self.stream is not None:
+                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        t_draft = time.perf_counter() - t0 - t_verify if pool is not None else t1 - t0
+        kept = self.accept(cand, accepted, nxt)
+        self.sync_caches(drafts, cand, cand_len, guesses, kept, n_before)
+        self.account(drafters, drafts, dlen, kept, g, t_draft, t_verify)
+
+    def verify(self, cand, cand_len, draft_probs, uniforms):
+        """One LLM pass over each row's missing tail plus its candidate; the verify op decides."""
+        t0 = time.perf_counter()
+        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with ctx:
+            e, bsz, g = self.e, self.bsz, cand.shape[1]
+            rows = []
+            for b in range(bsz):
+                tail = self.seqs[b][int(self.llm.count[b]):] if self.active[b] else self.seqs[b][:0]
+                rows.append(torch.cat([tail, cand[b, : int(cand_len[b])]]) if self.active[b] else tail)
+            tokens, valid = ragged_block(rows)
+            logits = self.llm.feed(tokens, valid)
+            start = (valid.sum(1) - 1 - cand_len).clamp_min(0)  # logits position of the last known token
+            pos = (start[:, None] + torch.arange(g + 1, device=self.device)).clamp_max(tokens.shape[1] - 1)
+            target = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
+            if not self.do_sample:
+                accepted, nxt = verify_greedy(cand, cand_len, target, backend=e.backend)
+            else:
+                target = _nucleus(target.float() / self.temperature, self.top_p)
+                accepted, nxt = verify_sampling(cand, cand_len, draft_probs, target, 1.0, uniforms=uniforms,
+                                                backend=e.backend)
+        return accepted, nxt, time.perf_counter() - t0
+
+    def predraft(self, drafts, cand, cand_len):
+        """While the LLM verifies: each drafting SSM extends the candidate, guesses the LLM's next token
+        and drafts the next round behind it (used only where the whole guess comes true)."""
+        ext = [torch.cat([s, cand[b, : int(cand_len[b])]]) for b, s in enumerate(self.seqs)]
+        nxt_drafters = [int(torch.argmax(self.e.weights))] if self.do_sample else list(range(self.k))
+        guesses = {}
+        for i in nxt_drafters:
+            runner = self.ssms[i]
+            own = [self.seqs[b].shape[0] + _agreement(drafts[b, i], cand[b, : int(cand_len[b])]) for b in range(self.bsz)]
+            runner.keep(torch.tensor(own, device=self.device))
+            tokens, q = self.draft(runner, ext, 1 + self.e.gamma, first_greedy=True)
+            guesses[i] = (tokens[:, 0], tokens[:, 1:], q, cand_len.clone())
+        return guesses
+
+    def accept(self, cand, accepted, nxt):
+        """Append each active row's kept tokens (cut at EOS and at max_new_tokens); returns them."""
+        kept = []
+        for b in range(self.bsz):
+            if not self.active[b]:
+                kept.append(None)
+                continue
+            a = int(accepted[b])
+            new = torch.cat([cand[b, :a], nxt[b: b + 1]])
+            for tok in self.eos:
+                hit = (new == tok).nonzero()
+                if hit.numel():
+                    new = new[: int(hit[0]) + 1]
+            new = new[: self.max_new - self.produced(b)]
+            self.seqs[b] = torch.cat([self.seqs[b], new])
+            kept.append(new)
+            if self.produced(b) >= self.max_new or (self.eos and int(new[-1]) in self.eos):
+                self.active[b] = False
+        return kept
+
+    def sync_caches(self, drafts, cand, cand_len, guesses, kept, n_before):
+        """Cut every cache back to what each row kept; keep pipelined drafts that came true."""
+        bsz, dev = self.bsz, self.device
+        llm_keep = [self.seqs[b].shape[0] - 1 if kept[b] is not None else int(self.llm.count[b]) for b in range(bsz)]
+        self.llm.keep(torch.tensor(llm_keep, device=dev))
+        for i, runner in enumerate(self.ssms):
+            guess = guesses.get(i) if guesses else None
+            keep, usable = [], True
+            for b in range(bsz):
+                if kept[b] is None:
+                    keep.append(int(runner.count[b]))
+                    continue
+                if guess is None:
+                    fed = drafts[b, i]
+                else:
+                    g_tok, pre, _, clen = guess
+                    fed = torch.cat([cand[b, : int(clen[b])], g_tok[b: b + 1], pre[b]])
+                agree = _agreement(fed, kept[b])
+                came_true = guess is not None and agree == kept[b].shape[0] == int(clen[b]) + 1
+                if self.active[b] and not came_true:
+                    usable = False
+                keep.append(n_before[b] + agree if came_true else min(n_before[b] + agree, self.seqs[b].shape[0] - 1))
+            if guess is not None and usable and bool(self.active.any()):
+                self.pre[i] = (guess[1], guess[2])  # the cache already holds each row and these drafts
+            else:
+                cap = [min(kp, s.shape[0] - 1) for kp, s in zip(keep, self.seqs)]
+                runner.keep(torch.tensor(cap, device=dev))
+
+    def account(self, scored, drafts, dlen, kept, g, t_draft, t_verify):
+        """Stats, vote weights from each SSM's own acceptance, and the next speculation length."""
+        e, stats = self.e, self.stats
+        stats.rounds += 1
+        stats.llm_passes += 1
+        stats.new_tokens += sum(k.shape[0] for k in kept if k is not None)
+        stats.chosen_lengths.append(g)
+        stats.draft_seconds += t_draft
+        stats.verify_seconds += t_verify
+        agree = torch.zeros(self.k, dtype=torch.float64)
+        drafted = torch.zeros(self.k, dtype=torch.float64)
+        for b, new in enumerate(kept):
+            if new is None or int(dlen[b]) == 0:
+                continue
+            for i in scored:
+                agree[i] += _agreement(drafts[b, i, : int(dlen[b])], new)
+                drafted[i] += int(dlen[b])
+        for i in scored:
+            stats.accepted_per_ssm[i] += int(agree[i])
+            stats.drafted_per_ssm[i] += int(drafted[i])
+        if float(drafted.sum()) > 0:
+            e._update_weights(agree, drafted, scored)
+        stats.weights = e.weights.tolist()
+        if e.adaptive:
+            e.gamma = e._next_gamma(stats)

@@ -1,0 +1,115 @@
+"""Run a causal LM over a batch whose rows advance by different amounts.
+
+Each row's sequence lives in the model's KV cache as the *live* slots of that row. A round appends the
+same number of slots to every row (a block, real tokens first and padding after); what a row does not
+keep is masked out, not removed, so one HF ``DynamicCache`` serves rows with different accepted
+lengths. Position ids count a row's live tokens, so holes do not shift positions. Slots dead in every row
+are cropped from the end; when more than half the cache is dead it is compacted.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def is_hf_model(model) -> bool:
+    return hasattr(model, "config") and hasattr(model, "forward") and isinstance(model, torch.nn.Module)
+
+
+def position_limit(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+
+class HFRunner:
+    """A Hugging Face ``*ForCausalLM`` with a batched KV cache and a live-slot mask per row."""
+
+    def __init__(self, model, bsz: int, device):
+        self.model = model
+        self.cache = None
+        self.live = torch.zeros(bsz, 0, dtype=torch.bool, device=device)  # [B, L] slot holds a row token
+        self.count = torch.zeros(bsz, dtype=torch.long, device=device)  # row tokens in the cache
+        self.limit = position_limit(model)
+
+    def feed(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens[B, t]`` (``valid[B, t]`` marks real tokens, a prefix of each row) and return
+        their logits ``[B, t, V]``; logits at padding are meaningless."""
+        t = tokens.shape[1]
+        pos = self.count[:, None] + torch.arange(t, device=tokens.device)
+        if self.limit is not None:
+            pos = pos.clamp_max(self.limit - 1)  # padding may run past the table; real tokens never do
+        mask = torch.cat([self.live, valid], dim=1)
+        out = self.model(input_ids=tokens, attention_mask=mask.long(), position_ids=pos,
+                         past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.live = mask
+        self.count = self.count + valid.sum(1)
+        return out.logits
+
+    def keep(self, n_keep: torch.Tensor) -> None:
+        """Keep the first ``n_keep[b]`` tokens of each row; later slots of the row become dead."""
+        rank = self.live.long().cumsum(1)
+        self.live = self.live & (rank <= n_keep[:, None])
+        self.count = torch.minimum(self.count, n_keep)
+        alive = self.live.any(0).nonzero()
+        length = int(alive[-1]) + 1 if alive.numel() else 0
+        if length < self.live.shape[1] and self.cache is not None:
+            self.cache.crop(length - self.live.shape[1])  # this transformers takes the count to drop, negative
+            self.live = self.live[:, :length]
+        if self.live.shape[1] > 64 and int(self.count.max()) * 2 < self.live.shape[1]:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Move every row's live slots to the front (rows keep their order of tokens)."""
+        length = int(self.count.max())
+        order = torch.sort((~self.live).to(torch.int8), dim=1, stable=True).indices[:, :length]
+        for layer in self.cache.layers:
+            idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+            layer.keys = layer.keys.gather(2, idx)
+            layer.values = layer.values.gather(2, idx)
+        self.live = torch.arange(length, device=self.live.device)[None, :] < self.count[:, None]
+
+
+class CallableRunner:
+    """A plain callable ``ids[1, T] -> logits[1, T, V]``: no cache, each row recomputed on its tokens."""
+
+    def __init__(self, model, bsz: int, device):
+        self.model = model
+        self.rows = [torch.zeros(0, dtype=torch.long, device=device) for _ in range(bsz)]
+        self.count = torch.zeros(bsz, dtype=torch.long, device=device)
+        self.limit = None
+
+    def feed(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        outs = {}
+        for b, row in enumerate(self.rows):
+            n = int(valid[b].sum())
+            self.rows[b] = torch.cat([row, tokens[b, :n]])
+            if n:
+                outs[b] = self.model(self.rows[b][None])[0, -n:]
+        self.count = self.count + valid.sum(1)
+        first = next(iter(outs.values()), None)
+        vocab = 1 if first is None else first.shape[-1]
+        logits = torch.zeros(tokens.shape[0], tokens.shape[1], vocab, device=tokens.device,
+                             dtype=torch.float32 if first is None else first.dtype)
+        for b, out in outs.items():
+            logits[b, : out.shape[0]] = out
+        return logits
+
+    def keep(self, n_keep: torch.Tensor) -> None:
+        self.rows = [row[: int(k)] for row, k in zip(self.rows, n_keep)]
+        self.count = torch.minimum(self.count, n_keep)
+
+
+def make_runner(model, bsz: int, device):
+    return HFRunner(model, bsz, device) if is_hf_model(model) else CallableRunner(model, bsz, device)
+
+
+def ragged_block(seqs: list[torch.Tensor], pad: int = 0):
+    """Right-pad 1-D token tensors into ``(tokens[B, t], valid[B, t])``; ``t`` >= 1."""
+    t = max(1, max(s.shape[0] for s in seqs))
+    device = seqs[0].device
+    tokens = torch.full((len(seqs), t), pad, dtype=torch.long, device=device)
+    valid = torch.zeros(len(seqs), t, dtype=torch.bool, device=device)
+    for b, s in enumerate(seqs):
+        tokens[b, : s.shape[0]] = s
+        valid[b, : s.shape[0]] = True
+    return tokens, valid

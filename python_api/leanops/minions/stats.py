@@ -1,0 +1,34 @@
+"""What a Minions run did: LLM passes, tokens per pass, acceptance per SSM, lengths, time split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MinionsStats:
+    llm_passes: int = 0
+    new_tokens: int = 0  # summed over rows
+    rounds: int = 0
+    chosen_lengths: list = field(default_factory=list)
+    accepted_per_ssm: list = field(default_factory=list)  # draft tokens the LLM kept, per SSM's own draft
+    drafted_per_ssm: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
+    draft_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    pipelined_drafts: int = 0  # rounds whose drafts were made while the LLM verified the round before
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """New tokens per LLM forward pass, summed over rows."""
+        return self.new_tokens / max(self.llm_passes, 1)
+
+    def acceptance(self) -> list:
+        return [a / max(d, 1) for a, d in zip(self.accepted_per_ssm, self.drafted_per_ssm)]
+
+    def as_dict(self) -> dict:
+        return {"llm_passes": self.llm_passes, "new_tokens": self.new_tokens, "rounds": self.rounds,
+                "tokens_per_pass": self.tokens_per_pass, "acceptance": self.acceptance(),
+                "weights": self.weights, "mean_length": sum(self.chosen_lengths) / max(len(self.chosen_lengths), 1),
+                "draft_seconds": self.draft_seconds, "verify_seconds": self.verify_seconds,
+                "wall_seconds": self.wall_seconds, "pipelined_drafts": self.pipelined_drafts}
