@@ -233,3 +233,33 @@ def _assert_chi2(tokens, p, n):
     expected = p[keep] * n
     chi2 = float(((counts[keep] - expected) ** 2 / expected).sum())
     assert chi2 < 24.3  # chi-square, <= 7 degrees of freedom, p = 0.001
+
+
+@pytest.mark.parametrize("capacity", [256, 16])  # 16: the cache must compact and grow mid-run
+def test_lean_gpt2_runner_matches_hf(capacity):
+    """The lean drafting runner gives the HF model's logits through ragged feeds, holes and compaction."""
+    from leanops.minions.lean_gpt2 import LeanGPT2Runner, supports
+
+    model = _gpt2(2, 64, 11)
+    assert supports(model) and not supports(lambda x: x)
+    lean, hf = LeanGPT2Runner(model, 3, "cpu", capacity=capacity), HFRunner(model, 3, "cpu")
+    g = torch.Generator().manual_seed(0)
+    for step in range(12):
+        n = torch.randint(0, 4, (3,), generator=g)
+        n[step % 3] = max(int(n[step % 3]), 1)
+        tokens, valid = ragged_block([torch.randint(0, VOCAB, (int(k),), generator=g) for k in n])
+        a, b = lean.feed(tokens, valid), hf.feed(tokens, valid)
+        torch.testing.assert_close(a[valid], b[valid], atol=1e-4, rtol=1e-4)
+        drop = torch.randint(0, 3, (3,), generator=g)
+        keep = (lean.count - drop).clamp_min(1)
+        lean.keep(keep)
+        hf.keep(keep)
+        assert torch.equal(lean.count, hf.count)
+
+
+def test_lean_drafters_change_nothing_but_speed():
+    ids, mask = _left_padded([7, 3], seed=8)
+    drafters = [_gpt2(1, 32, 5), _gpt2(2, 48, 6), _noisy(LLM, 1)]
+    a = Minions(LLM, drafters, adaptive=False, lean_drafters=True).generate(ids, attention_mask=mask, max_new_tokens=24)
+    b = Minions(LLM, drafters, adaptive=False, lean_drafters=False).generate(ids, attention_mask=mask, max_new_tokens=24)
+    assert torch.equal(a, b)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-FAMILIES = ("merge", "pool", "verify")
+FAMILIES = ("merge", "pool", "verify", "minions")
 
 
 def _info(_args) -> int:

@@ -82,6 +82,48 @@ def _kfatt(quick: bool) -> None:
         print(f"  {name:28} {t * 1e3:9.2f} ms  {anchor / t:6.2f}x padded")
 
 
+def _minions(quick: bool) -> None:
+    from .minions import Minions, demo_models
+
+    found, mode = demo_models.load("full"), "full"
+    if found is None:
+        found, mode = demo_models.load("quick"), "quick"
+    if found is None:
+        print("\n== Minions: no trained demo models cached; training the quick set (a few minutes; the full "
+              "set: python -m leanops.minions.train_demo_models)")
+        demo_models.train_all("quick")
+        found = demo_models.load("quick")
+    llm, ssms, tok, report = found
+    llm.generation_config.eos_token_id = None
+    print(f"\n== Minions on the {mode} demo models (GPT-2 LLM {report['llm']['params'] / 1e6:.1f}M params, "
+          f"held-out ppl {report['llm']['held_out_ppl']:.1f}; 3 distilled SSMs; trained on the Python stdlib)")
+    n, new = (2, 32) if quick else (4, 64)
+    prompts = demo_models.held_out_prompts(tok, n, min(32, llm.config.n_positions // 4), seed=3)
+
+    def timed(fn):
+        fn()
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    with torch.no_grad():
+        plain, t_plain = timed(lambda: torch.cat([llm.generate(p[None], attention_mask=torch.ones_like(p[None]),
+                                                               max_new_tokens=new, do_sample=False, pad_token_id=0)
+                                                  for p in prompts]))
+        engine = Minions(llm, ssms, pipeline=True)
+        ours, t_ours = timed(lambda: torch.cat([engine.generate(p[None], max_new_tokens=new) for p in prompts]))
+        batched = engine.generate(prompts, max_new_tokens=new)
+    s = engine.stats
+    print(f"{n} held-out prompts x {new} tokens, batch 1: plain greedy {n * new / t_plain:.1f} tok/s, "
+          f"Minions {n * new / t_ours:.1f} tok/s ({t_plain / t_ours:.2f}x); same tokens as greedy: "
+          f"{torch.equal(plain, ours)}; batch {n} in one call, same tokens: {torch.equal(plain, batched)}")
+    print(f"last run (batch {n}): {s.tokens_per_pass:.2f} tokens per LLM pass, acceptance per SSM "
+          f"{[round(a, 2) for a in s.acceptance()]}, vote weights {[round(w, 2) for w in s.weights]}, "
+          f"mean draft length {sum(s.chosen_lengths) / len(s.chosen_lengths):.1f}")
+    text = tok.decode(ours[0, prompts.shape[1]:].tolist())
+    print("prompt end: " + repr(tok.decode(prompts[0, -12:].tolist())) + "\ncontinuation: " + repr(text[:200]))
+
+
 def run(quick: bool = False) -> None:
     import leanops
 
@@ -91,3 +133,4 @@ def run(quick: bool = False) -> None:
     _tome_minilm(quick)
     _tome_vit(quick)
     _kfatt(quick)
+    _minions(quick)

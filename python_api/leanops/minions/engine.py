@@ -63,7 +63,7 @@ class _Picker:
 class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
-                 hysteresis: float = 1.05, backend: str | None = None):
+                 hysteresis: float = 1.05, lean_drafters: bool = True, backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
         if not 1 <= min_gamma <= gamma <= max_gamma:
@@ -82,7 +82,7 @@ class Minions:
             raise ValueError(f"weights must be {k} positive numbers")
         self.min_gamma, self.max_gamma, self.gamma, self.adaptive = min_gamma, max_gamma, gamma, adaptive
         self.weight_lr, self.weight_bounds, self.hysteresis = weight_lr, weight_bounds, hysteresis
-        self.pipeline, self.backend = pipeline, backend
+        self.pipeline, self.backend, self.lean_drafters = pipeline, backend, lean_drafters
         self.stats = MinionsStats()
 
     @staticmethod
@@ -180,7 +180,7 @@ class _Run:
         bsz, k = len(prompts), len(engine.ssms)
         self.bsz, self.k = bsz, k
         self.llm = make_runner(engine.llm, bsz, device)
-        self.ssms = [make_runner(m, bsz, device) for m in engine.ssms]
+        self.ssms = [make_runner(m, bsz, device, lean=engine.lean_drafters) for m in engine.ssms]
         self.active = torch.ones(bsz, dtype=torch.bool)
         self.pre = [None] * k  # pipelined drafts ready for the next round, per SSM
         self.stats = engine.stats = MinionsStats(accepted_per_ssm=[0] * k, drafted_per_ssm=[0] * k,

@@ -62,10 +62,15 @@ class HFRunner:
         """Move every row's live slots to the front (rows keep their order of tokens)."""
         length = int(self.count.max())
         order = torch.sort((~self.live).to(torch.int8), dim=1, stable=True).indices[:, :length]
-        for layer in self.cache.layers:
-            idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            layer.keys = layer.keys.gather(2, idx)
-            layer.values = layer.values.gather(2, idx)
+        if hasattr(self.cache, "layers"):  # transformers >= 4.56: one object per layer
+            for layer in self.cache.layers:
+                idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+                layer.keys = layer.keys.gather(2, idx)
+                layer.values = layer.values.gather(2, idx)
+        else:  # older DynamicCache: lists of tensors
+            for i, (k, v) in enumerate(zip(self.cache.key_cache, self.cache.value_cache)):
+                idx = order[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+                self.cache.key_cache[i], self.cache.value_cache[i] = k.gather(2, idx), v.gather(2, idx)
         self.live = torch.arange(length, device=self.live.device)[None, :] < self.count[:, None]
 
 
@@ -99,7 +104,13 @@ class CallableRunner:
         self.count = torch.minimum(self.count, n_keep)
 
 
-def make_runner(model, bsz: int, device):
+def make_runner(model, bsz: int, device, lean: bool = False):
+    """The runner for a model: the lean GPT-2 runner when asked for and the weights allow it, else HF's
+    module with its cache, else a plain callable."""
+    from . import lean_gpt2
+
+    if lean and lean_gpt2.supports(model):
+        return lean_gpt2.LeanGPT2Runner(model, bsz, device)
     return HFRunner(model, bsz, device) if is_hf_model(model) else CallableRunner(model, bsz, device)
 
 

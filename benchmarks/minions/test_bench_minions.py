@@ -1,0 +1,50 @@
+"""Minions engine vs Hugging Face: plain greedy, assisted generation with one SSM (the anchor), and our
+engine (3 SSMs, vote + adaptive + pipeline), batch 1, on the cached demo models (or tiny random GPT-2s
+when none are trained: then the figures say nothing about speed-ups). Compare rows: tokens/s."""
+import pytest
+import torch
+
+from conftest import QUICK
+
+transformers = pytest.importorskip("transformers")
+
+from leanops.minions import Minions, demo_models  # noqa: E402
+
+
+def _models():
+    for mode in ("full", "quick"):
+        found = demo_models.load(mode)
+        if found is not None and not QUICK:
+            return found[0], found[1]
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def gpt2(layers, width, seed):
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=width, n_head=2, vocab_size=256,
+                                          n_positions=128, eos_token_id=None, bos_token_id=None)).eval()
+    return gpt2(2, 64, 0), [gpt2(1, 32, i) for i in (1, 2, 3)]
+
+
+LLM, SSMS = _models()
+LLM.generation_config.eos_token_id = None
+NEW = 8 if QUICK else 64
+PROMPT = torch.randint(1, 256, (1, 16), generator=torch.Generator().manual_seed(0))
+
+PROVIDERS = {
+    "hf greedy": lambda: LLM.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=NEW,
+                                      do_sample=False, pad_token_id=0),
+    "hf assisted (ssm0)": lambda: LLM.generate(PROMPT, attention_mask=torch.ones_like(PROMPT),
+                                               assistant_model=SSMS[0], max_new_tokens=NEW, do_sample=False,
+                                               pad_token_id=0),
+    "leanops minions (3 ssms, vote, adaptive, pipeline)": lambda: Minions(LLM, SSMS, pipeline=True).generate(
+        PROMPT, max_new_tokens=NEW),
+}
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+def test_minions_decode(benchmark, provider):
+    benchmark.group = f"minions greedy decode, batch 1, {NEW} new tokens"
+    with torch.no_grad():
+        out = benchmark(PROVIDERS[provider])
+        want = PROVIDERS["hf greedy"]()
+    assert torch.equal(out, want)  # every provider decodes the LLM's own greedy output
