@@ -71,7 +71,7 @@ def _llm_greedy(ids, mask, new, **kw):
 def test_greedy_output_equals_llm_greedy(lengths, adaptive, pipeline):
     ids, mask = _left_padded(lengths, seed=len(lengths))
     ssms = [_noisy(LLM, 1), _noisy(LLM, 2, flip=0.15), _gpt2(1, 32, 5)]
-    engine = Minions(LLM, ssms, adaptive=adaptive, pipeline=pipeline)
+    engine = Minions(LLM, ssms, adaptive=adaptive, pipeline=pipeline)  # True: overlap every round
     got = engine.generate(ids, attention_mask=mask, max_new_tokens=30)
     assert torch.equal(got[:, : ids.shape[1]], ids)  # the prompt comes back as given
     for b, want in enumerate(_llm_greedy(ids, mask, 30)):
@@ -263,3 +263,23 @@ def test_lean_drafters_change_nothing_but_speed():
     a = Minions(LLM, drafters, adaptive=False, lean_drafters=True).generate(ids, attention_mask=mask, max_new_tokens=24)
     b = Minions(LLM, drafters, adaptive=False, lean_drafters=False).generate(ids, attention_mask=mask, max_new_tokens=24)
     assert torch.equal(a, b)
+
+
+def test_auto_pipeline_tries_both_ways_and_stays_exact():
+    ids, mask = _left_padded([6, 9], seed=12)
+    engine = Minions(LLM, [_noisy(LLM, 1, flip=0.1), _gpt2(1, 32, 5)], pipeline="auto")
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=60)
+    for b, want in enumerate(_llm_greedy(ids, mask, 60)):
+        assert torch.equal(got[b, ids.shape[1]:], want)
+    assert 0 < engine.stats.overlapped_rounds < engine.stats.rounds  # measured both ways
+    assert all(n >= 1 for _, n in engine._mode_cost.values())
+    with pytest.raises(ValueError, match="pipeline must be"):
+        Minions(LLM, [LLM], pipeline="sometimes")
+
+
+def test_light_drafters_are_benched():
+    engine = Minions(LLM, [_noisy(LLM, 1, flip=0.05), _constant_drafter(3)], adaptive=False, recheck_every=8)
+    engine.generate(_left_padded([6], seed=5)[0], max_new_tokens=48)
+    drafted = engine.stats.drafted_per_ssm
+    assert drafted[1] < drafted[0] / 2  # the useless drafter drafts only in recheck rounds
+    assert drafted[1] > 0

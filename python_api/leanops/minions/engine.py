@@ -63,7 +63,8 @@ class _Picker:
 class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
-                 hysteresis: float = 1.05, lean_drafters: bool = True, backend: str | None = None):
+                 hysteresis: float = 1.05, lean_drafters: bool = True, bench_ratio: float = 0.5,
+                 recheck_every: int = 16, backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
         if not 1 <= min_gamma <= gamma <= max_gamma:
@@ -82,8 +83,21 @@ class Minions:
             raise ValueError(f"weights must be {k} positive numbers")
         self.min_gamma, self.max_gamma, self.gamma, self.adaptive = min_gamma, max_gamma, gamma, adaptive
         self.weight_lr, self.weight_bounds, self.hysteresis = weight_lr, weight_bounds, hysteresis
+        if pipeline not in (False, True, "auto"):
+            raise ValueError(f"pipeline must be False, True (always overlap) or 'auto' (overlap where it "
+                             f"measures faster), got {pipeline!r}")
         self.pipeline, self.backend, self.lean_drafters = pipeline, backend, lean_drafters
+        if not 0 <= bench_ratio <= 1 or recheck_every < 1:
+            raise ValueError(f"need 0 <= bench_ratio <= 1 and recheck_every >= 1, got {bench_ratio}, {recheck_every}")
+        self.bench_ratio, self.recheck_every = bench_ratio, recheck_every
+        self.rounds_total = 0  # across generate() calls: paces the rechecks of benched SSMs
         self.stats = MinionsStats()
+        # running cost models, kept across generate() calls: verify seconds vs tokens in the LLM block
+        # (least squares on decayed sums), and seconds per new token with and without overlap
+        self._verify_fit = torch.zeros(5, dtype=torch.float64)  # n, sum x, sum y, sum xx, sum xy
+        self._mode_cost = {True: [0.0, 0], False: [0.0, 0]}  # EMA seconds/token, rounds seen
+        self._rounds_seen = 0
+        self._acceptance_ema = 0.5
 
     @staticmethod
     def _vocab(model):
@@ -145,28 +159,59 @@ class Minions:
     def _update_weights(self, agree, drafted, scored):
         lo, hi = self.weight_bounds
         rates = agree / drafted.clamp_min(1)
-        if len(scored) == len(self.ssms) and len(scored) > 1:  # relative to the others' acceptance
-            step = rates - rates.mean()
-        else:  # one drafter this round: against an even chance
-            step = torch.zeros_like(rates)
-            step[scored] = rates[scored] - 0.5
+        # against a running mean of the drafters' acceptance, so a lone drafter does not drift and a
+        # benched one, back for a recheck, is compared with what the vote has been getting
+        step = torch.zeros_like(rates)
+        step[scored] = rates[scored] - self._acceptance_ema
         self.weights = (self.weights * torch.exp(self.weight_lr * step)).clamp(lo, hi)
+        self._acceptance_ema = 0.9 * self._acceptance_ema + 0.1 * float(rates[scored].mean())
+
+    def _record_verify(self, tokens: int, seconds: float, decay: float = 0.97) -> None:
+        self._verify_fit *= decay
+        self._verify_fit += torch.tensor([1.0, tokens, seconds, tokens * tokens, tokens * seconds], dtype=torch.float64)
+
+    def _verify_cost(self, tokens: float) -> float:
+        """Predicted seconds of an LLM pass over ``tokens`` tokens per row: a line fitted to measured passes
+        (the first round's prefill gives the spread); a constant until the spread exists."""
+        n, sx, sy, sxx, sxy = self._verify_fit.tolist()
+        mean_x, mean_y = sx / max(n, 1e-9), sy / max(n, 1e-9)
+        var = sxx / max(n, 1e-9) - mean_x ** 2
+        slope = max((sxy / max(n, 1e-9) - mean_x * mean_y) / var, 0.0) if var > 1e-6 else 0.0
+        return mean_y + slope * (tokens - mean_x)
 
     def _next_gamma(self, stats) -> int:
-        """Pick gamma maximising expected accepted tokens per second under a running cost model
-        (verify cost per pass and draft cost per token from measured time), with hysteresis."""
-        rounds = max(stats.rounds, 1)
-        alpha = min(max(sum(stats.accepted_per_ssm) / max(sum(stats.drafted_per_ssm), 1), 0.01), 0.99)
+        """Pick gamma maximising expected accepted tokens per second, with hysteresis. Acceptance: the
+        censored-geometric estimate from the verified candidates (accepted tokens / (accepted + rejections));
+        cost: the fitted verify line at 1 + gamma tokens + measured drafting per token (not counting
+        drafting that overlapped verification)."""
+        alpha = min(max(stats.cand_accepted / max(stats.cand_accepted + stats.cand_rejections, 1), 0.01), 0.99)
         draft_per_token = stats.draft_seconds / max(sum(stats.chosen_lengths), 1)
-        verify_per_pass = stats.verify_seconds / rounds
-        hidden = stats.pipelined_drafts / rounds  # drafting that overlapped verification costs nothing
+        hidden = stats.pipelined_drafts / max(stats.rounds, 1)
 
         def rate(g):
             expected = (1 - alpha ** (g + 1)) / (1 - alpha)
-            return expected / (verify_per_pass + (1 - hidden) * g * draft_per_token + 1e-9)
+            return expected / (self._verify_cost(g + 1) + (1 - hidden) * g * draft_per_token + 1e-9)
 
         best = max(range(self.min_gamma, self.max_gamma + 1), key=rate)
         return best if rate(best) > self.hysteresis * rate(self.gamma) else self.gamma
+
+    def _choose_overlap(self) -> bool:
+        """``pipeline="auto"``: overlap drafting with verification only where it measures faster: both ways are
+        tried in turn for the first rounds, then the cheaper per new token is used, rechecked now and then."""
+        self._rounds_seen += 1
+        (on, n_on), (off, n_off) = self._mode_cost[True], self._mode_cost[False]
+        if n_on < 6 or n_off < 6:
+            return self._rounds_seen % 2 == 0
+        faster = on <= off
+        return (not faster) if self._rounds_seen % 32 == 0 else faster
+
+    def _record_mode(self, overlap: bool, seconds: float, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        cost = self._mode_cost[overlap]
+        per_token = seconds / tokens
+        cost[0] = per_token if cost[1] == 0 else 0.8 * cost[0] + 0.2 * per_token
+        cost[1] += 1
 
 
 class _Run:
@@ -195,7 +240,12 @@ class _Run:
         pool = ThreadPoolExecutor(max_workers=1) if self.e.pipeline else None
         try:
             while bool(self.active.any()):
-                self.round(pool)
+                overlap = pool is not None and (self.e.pipeline is True or self.e._choose_overlap())
+                start, before = time.perf_counter(), self.stats.new_tokens
+                self.round(pool if overlap else None)
+                self.stats.overlapped_rounds += int(overlap)
+                if pool is not None:
+                    self.e._record_mode(overlap, time.perf_counter() - start, self.stats.new_tokens - before)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -219,8 +269,16 @@ class _Run:
         return torch.stack(out, 1), q
 
     def drafters(self):
-        """SSMs that draft this round: all of them (greedy vote) or the heaviest one, chosen before it samples."""
-        return [int(torch.argmax(self.e.weights))] if self.do_sample else list(range(self.k))
+        """SSMs that draft this round: for sampling the heaviest one, chosen before it samples; for the
+        greedy vote every SSM whose weight is at least ``bench_ratio`` of the heaviest (a lighter one cannot
+        carry the vote alone, and drafting costs time), with every SSM back every ``recheck_every`` rounds
+        so a benched one can earn its weight back."""
+        w = self.e.weights
+        if self.do_sample:
+            return [int(torch.argmax(w))]
+        if self.e.rounds_total % self.e.recheck_every == 0:
+            return list(range(self.k))
+        return [i for i in range(self.k) if float(w[i]) >= self.e.bench_ratio * float(w.max())]
 
     # ---- one round ----
     def round(self, pool):
@@ -248,6 +306,9 @@ class _Run:
         self.pre = [None] * self.k
         stats.pipelined_drafts += int(used_pre)
         draft_len = dlen.to(self.device)[:, None].expand(bsz, self.k).contiguous()
+        benched = [i for i in range(self.k) if i not in drafters]
+        if benched:
+            draft_len[:, benched] = 0  # benched SSMs do not vote
         if self.do_sample:
             chosen = drafters[0]
             cand, cand_len = drafts[:, chosen].contiguous(), dlen.to(self.device)
@@ -266,7 +327,12 @@ class _Run:
             if self.stream is not None:
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
         t_draft = time.perf_counter() - t0 - t_verify if pool is not None else t1 - t0
+        self.e._record_verify(self.block_width, t_verify)
+        live = self.active.clone()
         kept = self.accept(cand, accepted, nxt)
+        live = live.to(accepted.device)
+        self.stats.cand_accepted += int(accepted[live].sum())
+        self.stats.cand_rejections += int((accepted[live] < cand_len[live]).sum())
         self.sync_caches(drafts, cand, cand_len, guesses, kept, n_before)
         self.account(drafters, drafts, dlen, kept, g, t_draft, t_verify)
 
@@ -282,6 +348,7 @@ class _Run:
                 rows.append(torch.cat([tail, cand[b, : int(cand_len[b])]]) if self.active[b] else tail)
             tokens, valid = ragged_block(rows)
             logits = self.llm.feed(tokens, valid)
+            self.block_width = tokens.shape[1]
             start = (valid.sum(1) - 1 - cand_len).clamp_min(0)  # logits position of the last known token
             pos = (start[:, None] + torch.arange(g + 1, device=self.device)).clamp_max(tokens.shape[1] - 1)
             target = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
@@ -297,7 +364,7 @@ class _Run:
         """While the LLM verifies: each drafting SSM extends the candidate, guesses the LLM's next token
         and drafts the next round behind it (used only where the whole guess comes true)."""
         ext = [torch.cat([s, cand[b, : int(cand_len[b])]]) for b, s in enumerate(self.seqs)]
-        nxt_drafters = [int(torch.argmax(self.e.weights))] if self.do_sample else list(range(self.k))
+        nxt_drafters = self.drafters()  # this round's set: the weights move only after verification
         guesses = {}
         for i in nxt_drafters:
             runner = self.ssms[i]
@@ -358,6 +425,7 @@ class _Run:
     def account(self, scored, drafts, dlen, kept, g, t_draft, t_verify):
         """Stats, vote weights from each SSM's own acceptance, and the next speculation length."""
         e, stats = self.e, self.stats
+        e.rounds_total += 1
         stats.rounds += 1
         stats.llm_passes += 1
         stats.new_tokens += sum(k.shape[0] for k in kept if k is not None)

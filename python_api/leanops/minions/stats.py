@@ -17,6 +17,9 @@ class MinionsStats:
     verify_seconds: float = 0.0
     wall_seconds: float = 0.0
     pipelined_drafts: int = 0  # rounds whose drafts were made while the LLM verified the round before
+    overlapped_rounds: int = 0  # rounds whose LLM pass ran beside drafting (pipeline on and measured faster)
+    cand_accepted: int = 0  # tokens of the verified candidates that the LLM kept, summed over rows
+    cand_rejections: int = 0  # rows whose candidate was cut short by the LLM
 
     @property
     def tokens_per_pass(self) -> float:
@@ -31,4 +34,6 @@ class MinionsStats:
                 "tokens_per_pass": self.tokens_per_pass, "acceptance": self.acceptance(),
                 "weights": self.weights, "mean_length": sum(self.chosen_lengths) / max(len(self.chosen_lengths), 1),
                 "draft_seconds": self.draft_seconds, "verify_seconds": self.verify_seconds,
-                "wall_seconds": self.wall_seconds, "pipelined_drafts": self.pipelined_drafts}
+                "wall_seconds": self.wall_seconds, "pipelined_drafts": self.pipelined_drafts,
+                "overlapped_rounds": self.overlapped_rounds,
+                "candidate_acceptance": self.cand_accepted / max(self.cand_accepted + self.cand_rejections, 1)}
