@@ -97,7 +97,7 @@ def _minions(quick: bool) -> None:
     llm.generation_config.eos_token_id = None
     print(f"\n== Minions on the {mode} demo models (GPT-2 LLM {report['llm']['params'] / 1e6:.1f}M params, "
           f"held-out ppl {report['llm']['held_out_ppl']:.1f}; 3 distilled SSMs; trained on the Python stdlib)")
-    n, new = (2, 32) if quick else (4, 64)
+    n, new = (4, 48) if quick else (8, 96)
     prompts = demo_models.held_out_prompts(tok, n, min(32, llm.config.n_positions // 4), seed=3)
 
     def timed(fn):
@@ -110,7 +110,7 @@ def _minions(quick: bool) -> None:
         plain, t_plain = timed(lambda: torch.cat([llm.generate(p[None], attention_mask=torch.ones_like(p[None]),
                                                                max_new_tokens=new, do_sample=False, pad_token_id=0)
                                                   for p in prompts]))
-        engine = Minions(llm, ssms, pipeline=True)
+        engine = Minions(llm, ssms, pipeline="auto")
         ours, t_ours = timed(lambda: torch.cat([engine.generate(p[None], max_new_tokens=new) for p in prompts]))
         batched = engine.generate(prompts, max_new_tokens=new)
     s = engine.stats
