@@ -1,6 +1,6 @@
 """Verify family benchmarks: fused verification against the eager PyTorch equivalent (argmax / softmax
 over every [B, S+1, V] position, then the accept logic), at B=16, S=8, V=32000 and V=128000.
-The Minions engine benchmark (anchor: Hugging Face assisted generation) is not built yet."""
+The Minions engine benchmark (anchor: Hugging Face assisted generation) is ``bench/minions.py``."""
 from __future__ import annotations
 
 import json
