@@ -283,3 +283,12 @@ def test_light_drafters_are_benched():
     drafted = engine.stats.drafted_per_ssm
     assert drafted[1] < drafted[0] / 2  # the useless drafter drafts only in recheck rounds
     assert drafted[1] > 0
+
+
+@pytest.mark.parametrize("lengths", [[7], [7, 3, 11]])
+def test_lean_llm_runner_keeps_greedy_exact(lengths):
+    ids, mask = _left_padded(lengths, seed=13)
+    engine = Minions(LLM, [_noisy(LLM, 2, flip=0.2), _gpt2(1, 32, 5)], lean_llm=True)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=40)
+    for b, want in enumerate(_llm_greedy(ids, mask, 40)):
+        assert torch.equal(got[b, ids.shape[1]:], want)

@@ -3,7 +3,8 @@ distilled SSMs trained on the Python stdlib by ``python -m leanops.minions.train
 
 * plain greedy decoding of the LLM (HF ``generate``);
 * HF assisted generation (``generate(assistant_model=...)``) with each single SSM: the anchor;
-* our engine with one SSM; with three SSMs and the vote; + adaptive length; + pipeline (the ablation);
+* our engine with one SSM; with three SSMs and the vote; + adaptive length; + pipeline (always, and
+  "auto": overlap only where measured faster); + the lean runner for the LLM too (the ablation);
 
 at batch 1 (prompts one after another) and batch 8 (HF assisted generation refuses batch > 1: the error is
 recorded). Tokens/s, LLM forward passes per token (counted by a forward hook), acceptance, and whether the
@@ -121,6 +122,7 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
         "+ adaptive length": dict(models=ssms, adaptive=True),
         "+ pipeline (always overlap)": dict(models=ssms, adaptive=True, pipeline=True),
         "+ pipeline (auto: overlap where faster)": dict(models=ssms, adaptive=True, pipeline="auto"),
+        "+ lean LLM runner (all of the above)": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True),
     }
     plan = [("HF greedy (no speculation)", 1)] + [(f"HF assisted, ssm{i}", 1) for i in range(len(ssms))] + \
         [(k, 1) for k in engines] + [("HF greedy (no speculation)", 8), ("HF assisted", 8)] + [(k, 8) for k in engines]
@@ -139,7 +141,7 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
             else:
                 cfg = engines[name]
                 engine = Minions(llm, cfg["models"], gamma=4, adaptive=cfg["adaptive"],
-                                 pipeline=cfg.get("pipeline", False))
+                                 pipeline=cfg.get("pipeline", False), lean_llm=cfg.get("lean_llm", False))
                 call = lambda x, e=engine: e.generate(x, max_new_tokens=new)  # noqa: E731
                 measure(name, per_prompt(call) if batch == 1 else (lambda c=call: c(prompts)), batch, engine)
     counter.handle.remove()
@@ -165,7 +167,7 @@ def _summary(rows):
     b1 = [r for r in ok if r["batch"] == 1]
     greedy = next(r for r in b1 if r["method"].startswith("HF greedy"))
     assisted = max((r for r in b1 if r["method"].startswith("HF assisted")), key=lambda r: r["tokens_per_s"])
-    full = max((r for r in b1 if r["method"].startswith("+ pipeline")), key=lambda r: r["tokens_per_s"])
+    full = max((r for r in b1 if r["method"].startswith(("+ pipeline", "+ lean"))), key=lambda r: r["tokens_per_s"])
     best = max((r for r in b1 if not r["method"].startswith("HF")), key=lambda r: r["tokens_per_s"])
     return {"full_minions": full["method"],
             "minions_vs_best_hf_assisted_b1": full["tokens_per_s"] / assisted["tokens_per_s"],
@@ -188,7 +190,7 @@ def _print(result):
         print(f"{r['method']:48s} {r['batch']:2d} {r['tokens_per_s']:8.1f} {r['llm_passes_per_token']:10.3f} "
               f"{str(r['exact_greedy']):>5s}  {acc}")
     s = result["summary"]
-    print(f"Minions (3 SSMs, vote + adaptive + {s['full_minions'][2:]}) vs best HF assisted "
+    print(f"Minions (3 SSMs, vote + adaptive + pipeline; best such row: {s['full_minions'][2:]}) vs best HF assisted "
           f"({s['best_hf_assisted']}): {s['minions_vs_best_hf_assisted_b1']:.2f}x; vs plain greedy: "
           f"{s['minions_vs_plain_greedy_b1']:.2f}x")
     print(f"best leanops row at batch 1 ({s['best_leanops_config_b1']}): {s['best_leanops_vs_best_hf_assisted_b1']:.2f}x "

@@ -63,8 +63,8 @@ class _Picker:
 class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
-                 hysteresis: float = 1.05, lean_drafters: bool = True, bench_ratio: float = 0.5,
-                 recheck_every: int = 16, backend: str | None = None):
+                 hysteresis: float = 1.05, lean_drafters: bool = True, lean_llm: bool = False,
+                 bench_ratio: float = 0.5, recheck_every: int = 16, backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
         if not 1 <= min_gamma <= gamma <= max_gamma:
@@ -86,7 +86,7 @@ class Minions:
         if pipeline not in (False, True, "auto"):
             raise ValueError(f"pipeline must be False, True (always overlap) or 'auto' (overlap where it "
                              f"measures faster), got {pipeline!r}")
-        self.pipeline, self.backend, self.lean_drafters = pipeline, backend, lean_drafters
+        self.pipeline, self.backend, self.lean_drafters, self.lean_llm = pipeline, backend, lean_drafters, lean_llm
         if not 0 <= bench_ratio <= 1 or recheck_every < 1:
             raise ValueError(f"need 0 <= bench_ratio <= 1 and recheck_every >= 1, got {bench_ratio}, {recheck_every}")
         self.bench_ratio, self.recheck_every = bench_ratio, recheck_every
@@ -224,7 +224,7 @@ class _Run:
         self.prompt_len = [p.shape[0] for p in prompts]
         bsz, k = len(prompts), len(engine.ssms)
         self.bsz, self.k = bsz, k
-        self.llm = make_runner(engine.llm, bsz, device)
+        self.llm = make_runner(engine.llm, bsz, device, lean=engine.lean_llm)
         self.ssms = [make_runner(m, bsz, device, lean=engine.lean_drafters) for m in engine.ssms]
         self.active = torch.ones(bsz, dtype=torch.bool)
         self.pre = [None] * k  # pipelined drafts ready for the next round, per SSM
