@@ -96,8 +96,10 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
 
     def measure(name, fn, batch, engine=None):
         counter.calls = 0
+        before = engine.llm_passes_total if engine is not None else 0
         seconds, out = _timed(fn, repeats)
-        passes = counter.calls / (repeats + 1)
+        # our engine counts its own passes (its lean LLM runner does not call the HF module)
+        passes = (engine.llm_passes_total - before if engine is not None else counter.calls) / (repeats + 1)
         exact = bool(torch.equal(out[:, prompt_len:], greedy[:, prompt_len:]))
         acc, extra = None, None
         if engine is not None:
