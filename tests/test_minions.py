@@ -83,7 +83,9 @@ def test_greedy_output_equals_llm_greedy(lengths, adaptive, pipeline):
     assert 0 <= min(stats.acceptance()) and max(stats.acceptance()) <= 1
     assert stats.draft_seconds > 0 and stats.verify_seconds > 0
     if pipeline:
-        assert stats.pipelined_drafts > 0  # some rounds started from drafts made during verification
+        assert stats.overlapped_rounds == stats.rounds  # pipeline=True overlaps every round
+        if len(lengths) == 1:  # (in a batch, every row must come true at once)
+            assert stats.pipelined_drafts > 0  # some rounds started from drafts made during verification
 
 
 def test_rows_accept_different_lengths():
@@ -292,3 +294,14 @@ def test_lean_llm_runner_keeps_greedy_exact(lengths):
     got = engine.generate(ids, attention_mask=mask, max_new_tokens=40)
     for b, want in enumerate(_llm_greedy(ids, mask, 40)):
         assert torch.equal(got[b, ids.shape[1]:], want)
+
+
+def test_pipelined_drafts_are_used_across_a_batch():
+    """A drafter that is the LLM itself: every row comes true each round, so every round after the first
+    starts from drafts made while the LLM verified, and the output is still exact."""
+    ids, mask = _left_padded([5, 8], seed=14)
+    engine = Minions(LLM, [lambda x: LLM(input_ids=x).logits], pipeline=True, adaptive=False)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=25)
+    for b, want in enumerate(_llm_greedy(ids, mask, 25)):
+        assert torch.equal(got[b, ids.shape[1]:], want)
+    assert engine.stats.pipelined_drafts >= engine.stats.rounds - 2
