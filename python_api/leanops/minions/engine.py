@@ -64,7 +64,7 @@ class Minions:
     def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
                  adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
                  hysteresis: float = 1.05, lean_drafters: bool = True, lean_llm: bool = False,
-                 bench_ratio: float = 0.8, recheck_every: int = 16, backend: str | None = None):
+                 bench_ratio: float = 0.5, recheck_every: int = 16, backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
         if not 1 <= min_gamma <= gamma <= max_gamma:
@@ -157,15 +157,13 @@ class Minions:
         return torch.cat([ids, out], dim=1)
 
     # ---- vote weights and speculation length ----
-    def _update_weights(self, agree, drafted, scored, relative_only: bool = False):
+    def _update_weights(self, agree, drafted, scored):
         lo, hi = self.weight_bounds
         rates = agree / drafted.clamp_min(1)
         step = torch.zeros_like(rates)
         if len(scored) > 1:  # relative to the others that drafted this round
             step[scored] = rates[scored] - rates[scored].mean()
-        elif relative_only:  # a lone greedy drafter among benched ones: nothing to compare with
-            return
-        else:  # sampling's one drafter: against the running mean, so a weak one loses its place
+        else:  # a lone drafter: against the running mean, so a weak one loses its place to the others
             step[scored] = rates[scored] - self._acceptance_ema
         self.weights = (self.weights * torch.exp(self.weight_lr * step)).clamp(lo, hi)
         self._acceptance_ema = 0.9 * self._acceptance_ema + 0.1 * float(rates[scored].mean())
@@ -449,7 +447,7 @@ class _Run:
             stats.accepted_per_ssm[i] += int(agree[i])
             stats.drafted_per_ssm[i] += int(drafted[i])
         if float(drafted.sum()) > 0:
-            e._update_weights(agree, drafted, scored, relative_only=not self.do_sample and self.k > 1)
+            e._update_weights(agree, drafted, scored)
         stats.weights = e.weights.tolist()
         if e.adaptive:
             e.gamma = e._next_gamma(stats)
