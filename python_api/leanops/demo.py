@@ -85,15 +85,7 @@ def _kfatt(quick: bool) -> None:
 def _minions(quick: bool) -> None:
     from .minions import Minions, demo_models
 
-    found, mode = demo_models.load("full"), "full"
-    if found is None:
-        found, mode = demo_models.load("quick"), "quick"
-    if found is None:
-        print("\n== Minions: no trained demo models cached; training the quick set (a few minutes; the full "
-              "set: python -m leanops.minions.train_demo_models)")
-        demo_models.train_all("quick")
-        found = demo_models.load("quick")
-    llm, ssms, tok, report = found
+    mode, (llm, ssms, tok, report) = demo_models.load_first(train="quick")
     llm.generation_config.eos_token_id = None
     print(f"\n== Minions on the {mode} demo models (GPT-2 LLM {report['llm']['params'] / 1e6:.1f}M params, "
           f"held-out ppl {report['llm']['held_out_ppl']:.1f}; 3 distilled SSMs; trained on the Python stdlib)")

@@ -32,20 +32,6 @@ class _PassCounter:
         self.calls += 1
 
 
-def _models(quick: bool):
-    from ..minions import demo_models
-
-    for mode in (("full", "quick") if not quick else ("tiny",)):
-        found = demo_models.load(mode)
-        if found is not None:
-            return mode, found
-    mode = "tiny" if quick else "quick"
-    print(f"no cached demo models: training the '{mode}' set first (full set: "
-          "python -m leanops.minions.train_demo_models)")
-    demo_models.train_all(mode)
-    return mode, demo_models.load(mode)
-
-
 def _timed(fn, repeats: int):
     """(best wall seconds, last result) over ``repeats`` runs after one warm-up run."""
     fn()
@@ -67,10 +53,11 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
     from tqdm import tqdm
 
     from ..minions import Minions
-    from ..minions.demo_models import held_out_prompts
+    from ..minions.demo_models import held_out_prompts, load_first
 
     device = "cpu" if device is None else device
-    mode, (llm, ssms, tok, report) = _models(quick)
+    mode, (llm, ssms, tok, report) = load_first(("tiny",) if quick else ("full", "quick"),
+                                                train="tiny" if quick else "quick")
     llm.to(device)
     for m in ssms:
         m.to(device)

@@ -251,6 +251,21 @@ def load(mode: str = "full"):
     return llm, ssms, Tokenizer.from_file(str(path / "tokenizer.json")), json.loads((path / "report.json").read_text())
 
 
+def load_first(modes=("full", "quick"), train: str | None = None):
+    """``(mode, (llm, ssms, tokenizer, report))`` for the first of ``modes`` in the cache. When none is,
+    trains ``train`` first, or returns ``(None, None)`` when ``train`` is None."""
+    for mode in modes:
+        found = load(mode)
+        if found is not None:
+            return mode, found
+    if train is None:
+        return None, None
+    print(f"no cached Minions demo models: training the '{train}' set first (the full set, about 30 minutes: "
+          "python -m leanops.minions.train_demo_models)")
+    train_all(train)
+    return train, load(train)
+
+
 def held_out_prompts(tok, count: int, length: int, seed: int = 0) -> torch.Tensor:
     """``count`` prompts of ``length`` tokens from held-out stdlib files (never trained on)."""
     _, held = corpus_files(0)

@@ -320,16 +320,16 @@ class _Run:
         t1 = time.perf_counter()
         n_before = [s.shape[0] for s in self.seqs]
         if pool is None:
-            accepted, nxt, t_verify = self.verify(cand, cand_len, draft_probs, uniforms)
+            accepted, nxt, width, t_verify = self.verify(cand, cand_len, draft_probs, uniforms)
             guesses = None
         else:
             job = pool.submit(self.verify, cand, cand_len, draft_probs, uniforms)
             guesses = self.predraft(drafts, cand, cand_len)  # overlaps the LLM pass
-            accepted, nxt, t_verify = job.result()
+            accepted, nxt, width, t_verify = job.result()
             if self.stream is not None:
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
         t_draft = time.perf_counter() - t0 - t_verify if pool is not None else t1 - t0
-        self.e._record_verify(self.block_width, t_verify)
+        self.e._record_verify(width, t_verify)
         live = self.active.clone()
         kept = self.accept(cand, accepted, nxt)
         live = live.to(accepted.device)
@@ -339,18 +339,17 @@ class _Run:
         self.account(drafters, drafts, dlen, kept, g, t_draft, t_verify)
 
     def verify(self, cand, cand_len, draft_probs, uniforms):
-        """One LLM pass over each row's missing tail plus its candidate; the verify op decides."""
+        """One LLM pass over each row's missing tail plus its candidate; the verify op decides.
+        Returns ``(accepted, next_token, block width, seconds)``."""
         t0 = time.perf_counter()
         ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
         with ctx:
             e, bsz, g = self.e, self.bsz, cand.shape[1]
-            rows = []
-            for b in range(bsz):
-                tail = self.seqs[b][int(self.llm.count[b]):] if self.active[b] else self.seqs[b][:0]
-                rows.append(torch.cat([tail, cand[b, : int(cand_len[b])]]) if self.active[b] else tail)
+            rows = [torch.cat([s[int(c):], cand[b, : int(n)]]) if a else s[:0]
+                    for b, (s, c, n, a) in enumerate(zip(self.seqs, self.llm.count.tolist(), cand_len.tolist(),
+                                                         self.active.tolist()))]
             tokens, valid = ragged_block(rows)
             logits = self.llm.feed(tokens, valid)
-            self.block_width = tokens.shape[1]
             start = (valid.sum(1) - 1 - cand_len).clamp_min(0)  # logits position of the last known token
             pos = (start[:, None] + torch.arange(g + 1, device=self.device)).clamp_max(tokens.shape[1] - 1)
             target = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
@@ -360,7 +359,7 @@ class _Run:
                 target = _nucleus(target.float() / self.temperature, self.top_p)
                 accepted, nxt = verify_sampling(cand, cand_len, draft_probs, target, 1.0, uniforms=uniforms,
                                                 backend=e.backend)
-        return accepted, nxt, time.perf_counter() - t0
+        return accepted, nxt, tokens.shape[1], time.perf_counter() - t0
 
     def predraft(self, drafts, cand, cand_len):
         """While the LLM verifies: each drafting SSM extends the candidate, guesses the LLM's next token
@@ -373,7 +372,7 @@ class _Run:
             own = [self.seqs[b].shape[0] + _agreement(drafts[b, i], cand[b, : int(cand_len[b])]) for b in range(self.bsz)]
             runner.keep(torch.tensor(own, device=self.device))
             tokens, q = self.draft(runner, ext, 1 + self.e.gamma, first_greedy=True)
-            guesses[i] = (tokens[:, 0], tokens[:, 1:], q, cand_len.clone())
+            guesses[i] = (tokens[:, 0], tokens[:, 1:], q)
         return guesses
 
     def accept(self, cand, accepted, nxt):
@@ -411,13 +410,12 @@ class _Run:
                 if guess is None:
                     fed = drafts[b, i]
                 else:
-                    g_tok, pre, _, clen = guess
-                    fed = torch.cat([cand[b, : int(clen[b])], g_tok[b: b + 1], pre[b]])
+                    fed = torch.cat([cand[b, : int(cand_len[b])], guess[0][b: b + 1], guess[1][b]])
                 agree = _agreement(fed, kept[b])
-                came_true = guess is not None and agree == kept[b].shape[0] == int(clen[b]) + 1
+                came_true = guess is not None and agree == kept[b].shape[0] == int(cand_len[b]) + 1
                 if self.active[b] and not came_true:
                     usable = False
-                keep.append(n_before[b] + agree if came_true else min(n_before[b] + agree, self.seqs[b].shape[0] - 1))
+                keep.append(n_before[b] + agree)
             if guess is not None and usable and bool(self.active.any()):
                 self.pre[i] = (guess[1], guess[2])  # the cache already holds each row and these drafts
             else:

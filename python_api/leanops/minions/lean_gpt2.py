@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .runner import compaction_order, keep_prefix
+
 
 def supports(model) -> bool:
     cfg = getattr(model, "config", None)
@@ -93,16 +95,13 @@ class LeanGPT2Runner:
         return F.linear(x, self.head)
 
     def keep(self, n_keep: torch.Tensor) -> None:
-        rank = self.live.long().cumsum(1)
-        self.live = self.live & (rank <= n_keep[:, None])
-        self.count = torch.minimum(self.count, n_keep)
-        alive = self.live.any(0).nonzero()
-        self.live = self.live[:, : int(alive[-1]) + 1 if alive.numel() else 0]  # static cache: nothing to free
+        self.live, self.count, used = keep_prefix(self.live, self.count, n_keep)
+        self.live = self.live[:, :used]  # static cache: nothing to free
 
     def _compact(self) -> None:
-        length = int(self.count.max())
-        order = torch.sort((~self.live).to(torch.int8), dim=1, stable=True).indices[:, :length]
+        order, live = compaction_order(self.live, self.count)
+        length, old = order.shape[1], self.live.shape[1]
         idx = order[None, :, None, :, None].expand(self.k.shape[0], -1, self.heads, -1, self.k.shape[4])
-        self.k[:, :, :, :length] = self.k[:, :, :, : self.live.shape[1]].gather(3, idx)
-        self.v[:, :, :, :length] = self.v[:, :, :, : self.live.shape[1]].gather(3, idx)
-        self.live = torch.arange(length, device=self.live.device)[None, :] < self.count[:, None]
+        self.k[:, :, :, :length] = self.k[:, :, :, :old].gather(3, idx)
+        self.v[:, :, :, :length] = self.v[:, :, :, :old].gather(3, idx)
+        self.live = live

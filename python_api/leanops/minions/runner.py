@@ -11,6 +11,22 @@ from __future__ import annotations
 import torch
 
 
+def keep_prefix(live: torch.Tensor, count: torch.Tensor, n_keep: torch.Tensor):
+    """Keep the first ``n_keep[b]`` live tokens of each row -> ``(live, count, used)``, ``used`` being one past
+    the last slot still live in any row (slots after it can be dropped)."""
+    live = live & (live.long().cumsum(1) <= n_keep[:, None])
+    alive = live.any(0).nonzero()
+    return live, torch.minimum(count, n_keep), int(alive[-1]) + 1 if alive.numel() else 0
+
+
+def compaction_order(live: torch.Tensor, count: torch.Tensor):
+    """``(order, live)``: the slots that bring each row's live slots to the front, in order, and the live
+    mask after the move."""
+    length = int(count.max())
+    order = torch.sort((~live).to(torch.int8), dim=1, stable=True).indices[:, :length]
+    return order, torch.arange(length, device=live.device)[None, :] < count[:, None]
+
+
 def is_hf_model(model) -> bool:
     return hasattr(model, "config") and hasattr(model, "forward") and isinstance(model, torch.nn.Module)
 
@@ -47,11 +63,7 @@ class HFRunner:
 
     def keep(self, n_keep: torch.Tensor) -> None:
         """Keep the first ``n_keep[b]`` tokens of each row; later slots of the row become dead."""
-        rank = self.live.long().cumsum(1)
-        self.live = self.live & (rank <= n_keep[:, None])
-        self.count = torch.minimum(self.count, n_keep)
-        alive = self.live.any(0).nonzero()
-        length = int(alive[-1]) + 1 if alive.numel() else 0
+        self.live, self.count, length = keep_prefix(self.live, self.count, n_keep)
         if length < self.live.shape[1] and self.cache is not None:
             self.cache.crop(length - self.live.shape[1])  # this transformers takes the count to drop, negative
             self.live = self.live[:, :length]
@@ -60,8 +72,7 @@ class HFRunner:
 
     def _compact(self) -> None:
         """Move every row's live slots to the front (rows keep their order of tokens)."""
-        length = int(self.count.max())
-        order = torch.sort((~self.live).to(torch.int8), dim=1, stable=True).indices[:, :length]
+        order, live = compaction_order(self.live, self.count)
         if hasattr(self.cache, "layers"):  # transformers >= 4.56: one object per layer
             for layer in self.cache.layers:
                 idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
@@ -71,7 +82,7 @@ class HFRunner:
             for i, (k, v) in enumerate(zip(self.cache.key_cache, self.cache.value_cache)):
                 idx = order[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
                 self.cache.key_cache[i], self.cache.value_cache[i] = k.gather(2, idx), v.gather(2, idx)
-        self.live = torch.arange(length, device=self.live.device)[None, :] < self.count[:, None]
+        self.live = live
 
 
 class CallableRunner:
