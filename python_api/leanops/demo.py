@@ -62,16 +62,19 @@ def _kfatt(quick: bool) -> None:
     from .bench.timing import median_seconds
 
     print("\n== KFAtt vs DIN (CTR on generated data with a known ground truth: 50% new-demand queries,")
-    print("   60% of histories with one irrelevant item repeated 10-40 times)")
-    data = kfatt.generate(8000 if quick else 24000, new_demand=0.5, repeat_prob=0.6, seed=7)
+    print("   60% of histories with one behaviour repeated 10-40 times)")
+    data = kfatt.generate(20000 if quick else 60000, new_demand=0.5, repeat_prob=0.6, seed=7)
     train, test = data.split(int(0.75 * data.label.shape[0]))
-    print(f"ground truth's own AUC (ceiling): {kfatt.auc(test.true_prob, test.label):.4f}")
-    print(f"{'pooling':12} {'test AUC':>9} {'AUC new demand':>15} {'AUC relevant':>13}")
     new = test.new_demand
-    for pooling in tqdm(kfatt.POOLINGS, desc="train CTR models", leave=False):
-        scores = kfatt.predict(kfatt.train_model(train, pooling, epochs=4, seed=0), test)
-        print(f"{pooling:12} {kfatt.auc(scores, test.label):9.4f} {kfatt.auc(scores[new], test.label[new]):15.4f} "
+
+    def row(name, scores):
+        print(f"{name:14} {kfatt.auc(scores, test.label):9.4f} {kfatt.auc(scores[new], test.label[new]):15.4f} "
               f"{kfatt.auc(scores[~new], test.label[~new]):13.4f}")
+
+    print(f"{'pooling':14} {'test AUC':>9} {'AUC new demand':>15} {'AUC relevant':>13}")
+    for pooling in tqdm(kfatt.POOLINGS, desc="train CTR models", leave=False):
+        row(pooling, kfatt.predict(kfatt.train_model(train, pooling, epochs=4, seed=0), test))
+    row("bayes optimal", test.bayes_prob)
     shape = QUICK if quick else FULL
     a = prepare(shape, "cpu", torch.float32, grad=False)
     times = {name: median_seconds(lambda: step(fn, a, False), repeats=3) for name, fn in providers("cpu").items()}

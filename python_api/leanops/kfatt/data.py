@@ -1,13 +1,21 @@
 """Synthetic CTR data with a known ground truth for the two effects KFAtt targets.
 
-Items belong to categories; a user's history holds items of their interest categories, and, with
-probability ``repeat_prob``, one irrelevant item repeated many times (frequent irrelevant behaviours).
-A query (candidate item) is *new demand* with probability ``new_demand``: its category is absent from
-the history. Every item has a hidden quality u_i. Ground-truth click probability:
-    relevant history:  sigmoid(pop_c + 0.5 + 1.5 * mean quality of the distinct relevant items)
-    new demand:        sigmoid(pop_c)      (only the category's global popularity: the prior)
-so the best predictor reads the relevant behaviours' content, ignores how often an item repeats, and
-for new demand falls back on a query-dependent prior instead of a mix of irrelevant behaviours.
+The truth follows the probabilistic story KFAtt is derived from, so the best possible predictor is
+known in closed form:
+- A user's interest in category c is ``a_c ~ N(mu_c, tau^2)``; ``mu_c`` is the category's global
+  prior (a function of the query alone). The click probability on an item of c is ``sigmoid(a_c)``.
+- Each distinct item the user engaged with in c is a noisy observation ``x = a_c + N(0, sigma^2)``,
+  recorded as a feedback bucket (think dwell-time bucket); a behaviour is the pair (item, bucket).
+- Frequent behaviours: with probability ``repeat_prob`` the history also holds one item repeated
+  10-40 times; its repeats carry no new information (same item, same feedback). Half of the time
+  the item is from one of the user's categories, half of the time from an unrelated one.
+- New demand: with probability ``new_demand`` the query's category is absent from the history, so
+  the best estimate of the user's interest is the prior ``mu_c``.
+
+The Bayes-optimal predictor (``bayes_prob``) shrinks the mean of the relevant *distinct* feedbacks
+towards the prior, ``E[a] = (mu/tau^2 + sum x/sigma^2) / (1/tau^2 + n/sigma^2)``, and integrates the
+sigmoid over the posterior; its AUC is the ceiling a model can reach. Softmax pooling without a prior
+cannot shrink (it averages) and counts repeats n times; that is what KFAtt-base and -freq fix.
 """
 from __future__ import annotations
 
@@ -16,62 +24,103 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+FEEDBACK_RANGE = (-4.0, 3.0)  # feedback buckets cover this range of x; the ends are open
+
 
 @dataclass
 class CTRData:
-    candidate: torch.Tensor  # [S]
-    history: torch.Tensor  # [S, L] padded with 0
+    candidate: torch.Tensor  # [S] item ids
+    history: torch.Tensor  # [S, L] behaviour ids (item * n_feedback + bucket), padded with 0
     lengths: torch.Tensor  # [S]
     label: torch.Tensor  # [S] float
-    true_prob: torch.Tensor  # [S] ground-truth click probability
+    true_prob: torch.Tensor  # [S] sigmoid(a): the click probability itself (not knowable from the data)
+    bayes_prob: torch.Tensor  # [S] the Bayes-optimal prediction from the data: the reachable ceiling
     new_demand: torch.Tensor  # [S] bool
     item_category: torch.Tensor  # [n_items]
+    n_feedback: int = 1
 
     def split(self, n_train: int):
-        a = CTRData(*(t[:n_train] for t in self._rows()), self.item_category)
-        b = CTRData(*(t[n_train:] for t in self._rows()), self.item_category)
+        a = CTRData(*(t[:n_train] for t in self._rows()), self.item_category, self.n_feedback)
+        b = CTRData(*(t[n_train:] for t in self._rows()), self.item_category, self.n_feedback)
         return a, b
 
     def _rows(self):
-        return self.candidate, self.history, self.lengths, self.label, self.true_prob, self.new_demand
+        return (self.candidate, self.history, self.lengths, self.label, self.true_prob, self.bayes_prob,
+                self.new_demand)
 
 
-def generate(samples: int = 30000, new_demand: float = 0.3, repeat_prob: float = 0.5, n_items: int = 2000,
-             n_categories: int = 40, seed: int = 0) -> CTRData:
+def feedback_bucket(x: np.ndarray, n_feedback: int) -> np.ndarray:
+    lo, hi = FEEDBACK_RANGE
+    return np.clip(np.floor((x - lo) / (hi - lo) * n_feedback), 0, n_feedback - 1).astype(np.int64)
+
+
+def feedback_value(bucket: np.ndarray, n_feedback: int) -> np.ndarray:
+    """The value a bucket stands for (its centre): what the Bayes-optimal predictor reads."""
+    lo, hi = FEEDBACK_RANGE
+    return lo + (bucket + 0.5) * (hi - lo) / n_feedback
+
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(24)  # E[f(Z)], Z ~ N(0, 1)
+
+
+def posterior_click_prob(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """E[sigmoid(a)] for a ~ N(mean, var), by Gauss-Hermite quadrature."""
+    a = mean[..., None] + np.sqrt(var)[..., None] * _GH_X
+    return (1.0 / (1.0 + np.exp(-a))) @ _GH_W / _GH_W.sum()
+
+
+def generate(samples: int = 30000, new_demand: float = 0.3, repeat_prob: float = 0.5, n_items: int = 100,
+             n_categories: int = 20, n_feedback: int = 16, tau: float = 1.0, sigma: float = 1.0,
+             seed: int = 0) -> CTRData:
     if not 0.0 <= new_demand <= 1.0 or not 0.0 <= repeat_prob <= 1.0:
         raise ValueError("new_demand and repeat_prob must be in [0, 1]")
+    if n_categories < 7 or n_items < n_categories:
+        raise ValueError(f"need n_categories >= 7 and n_items >= n_categories, got {n_categories}, {n_items}")
     rng = np.random.default_rng(seed)
-    item_category = rng.integers(0, n_categories, n_items)
+    item_category = np.concatenate([np.arange(n_categories), rng.integers(0, n_categories, n_items - n_categories)])
     by_cat = [np.flatnonzero(item_category == c) for c in range(n_categories)]
-    popularity = rng.uniform(-2.5, 1.0, n_categories)
-    quality = rng.normal(0.0, 1.0, n_items)
-    histories, cands, probs, is_new = [], [], [], []
+    prior_mean = rng.normal(-0.5, 1.0, n_categories)
+    histories, cands, truth, mean, var, is_new = [], [], [], [], [], []
     for _ in range(samples):
-        interests = rng.choice(n_categories, size=rng.integers(1, 4), replace=False)
-        n_hist = int(np.clip(rng.lognormal(2.3, 0.5), 2, 60))
-        hist = [rng.choice(by_cat[rng.choice(interests)]) for _ in range(n_hist)]
-        if rng.random() < repeat_prob:  # one irrelevant item, clicked over and over
-            other = rng.choice(np.setdiff1d(np.arange(n_categories), interests))
-            hist += [rng.choice(by_cat[other])] * int(rng.integers(10, 40))
-        rng.shuffle(hist)
-        hist_cats = set(item_category[hist].tolist())
+        interests = rng.choice(n_categories, size=int(rng.integers(1, 6)), replace=False)
+        affinity = prior_mean + tau * rng.normal(size=n_categories)  # the user's interest in every category
+        hist = []  # (item, x) per distinct item
+        for c in interests:
+            for item in rng.choice(by_cat[c], size=min(len(by_cat[c]), int(rng.integers(1, 5))), replace=False):
+                hist.append((int(item), affinity[c] + sigma * rng.normal()))
+        events = list(range(len(hist)))  # indices into hist; a repeated item adds more of the same index
+        if rng.random() < repeat_prob:
+            pool = interests if rng.random() < 0.5 else np.setdiff1d(np.arange(n_categories), interests)
+            c = int(rng.choice(pool))
+            item = int(rng.choice(by_cat[c]))
+            if item not in [h[0] for h in hist]:
+                hist.append((item, affinity[c] + sigma * rng.normal()))
+            idx = [h[0] for h in hist].index(item)
+            events += [idx] * int(rng.integers(10, 41))
+        rng.shuffle(events)
+        hist_cats = {int(item_category[h[0]]) for h in hist}
         new = rng.random() < new_demand
         if new:
-            cat = rng.choice([c for c in range(n_categories) if c not in hist_cats])
-            z = popularity[cat]
+            cat = int(rng.choice([c for c in range(n_categories) if c not in hist_cats]))
         else:
-            cat = rng.choice([c for c in interests if c in hist_cats])
-            relevant = sorted({h for h in hist if item_category[h] == cat})
-            z = popularity[cat] + 0.5 + 1.5 * quality[relevant].mean()
+            cat = int(rng.choice(interests))
+        buckets = feedback_bucket(np.array([h[1] for h in hist]), n_feedback)
+        seen = feedback_value(buckets[[int(item_category[h[0]]) == cat for h in hist]], n_feedback)
+        precision = 1.0 / tau ** 2 + len(seen) / sigma ** 2  # posterior over a_cat from the distinct items
+        mean.append((prior_mean[cat] / tau ** 2 + seen.sum() / sigma ** 2) / precision)
+        var.append(1.0 / precision)
         cands.append(rng.choice(by_cat[cat]))
-        probs.append(1.0 / (1.0 + np.exp(-z)))
+        truth.append(1.0 / (1.0 + np.exp(-affinity[cat])))
         is_new.append(new)
-        histories.append(hist)
+        histories.append([hist[i][0] * n_feedback + int(buckets[i]) for i in events])
     lengths = np.array([len(h) for h in histories])
-    padded = np.zeros((samples, lengths.max()), dtype=np.int64)
+    padded = np.zeros((samples, max(1, lengths.max(initial=0))), dtype=np.int64)
     for i, h in enumerate(histories):
         padded[i, : len(h)] = h
-    probs = np.array(probs)
-    labels = (rng.random(samples) < probs).astype(np.float32)
-    return CTRData(torch.tensor(np.array(cands)), torch.tensor(padded), torch.tensor(lengths), torch.tensor(labels),
-                   torch.tensor(probs, dtype=torch.float32), torch.tensor(is_new), torch.tensor(item_category))
+    truth = np.array(truth)
+    labels = (rng.random(samples) < truth).astype(np.float32)
+    bayes = posterior_click_prob(np.array(mean), np.array(var))
+    f32 = dict(dtype=torch.float32)
+    return CTRData(torch.tensor(np.array(cands, dtype=np.int64)), torch.tensor(padded), torch.tensor(lengths),
+                   torch.tensor(labels), torch.tensor(truth, **f32), torch.tensor(bayes, **f32),
+                   torch.tensor(np.array(is_new, dtype=bool)), torch.tensor(item_category), n_feedback)

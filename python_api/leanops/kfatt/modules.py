@@ -24,18 +24,32 @@ class KFAttention(nn.Module):
 
     def __init__(self, query_dim: int, key_dim: int, heads: int = 2, head_dim: int = 16, value_dim: int | None = None,
                  out_dim: int | None = None, variant: str = "base", prior_hidden: int = 32,
+                 scale: float | None = None, scorer: str = "dot", scorer_hidden=(80, 40),
                  backend: str | None = None):
         super().__init__()
         if variant not in ("base", "freq"):
             raise ValueError(f"variant must be 'base' or 'freq', got {variant!r}")
+        if scorer not in ("dot", "mlp"):
+            raise ValueError(f"scorer must be 'dot' or 'mlp', got {scorer!r}")
+        if scorer == "mlp" and query_dim != key_dim:
+            raise ValueError(f"scorer='mlp' needs query_dim == key_dim, got {query_dim} and {key_dim}")
         for name, v in (("heads", heads), ("head_dim", head_dim), ("query_dim", query_dim), ("key_dim", key_dim)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.heads, self.head_dim = heads, head_dim
         self.value_dim = value_dim or head_dim
         self.variant, self.backend = variant, backend
-        self.q_proj = nn.Linear(query_dim, heads * head_dim)
-        self.k_proj = nn.Linear(key_dim, heads * head_dim)
+        self.scale = head_dim ** -0.5 if scale is None else float(scale)  # logit = scale * q.k
+        self.scorer = scorer
+        if scorer == "dot":
+            self.q_proj = nn.Linear(query_dim, heads * head_dim)
+            self.k_proj = nn.Linear(key_dim, heads * head_dim)
+        else:  # DIN's local activation unit gives each head's logit (log precision) of a behaviour
+            layers, width = [], 4 * key_dim
+            for size in scorer_hidden:
+                layers += [nn.Linear(width, size), nn.Sigmoid()]
+                width = size
+            self.unit = nn.Sequential(*layers, nn.Linear(width, heads))
         self.v_proj = nn.Linear(key_dim, heads * self.value_dim)
         # global prior from the query: per head a logit (= -log sigma_0^2) and a mean value
         self.prior = nn.Sequential(nn.Linear(query_dim, prior_hidden), nn.ReLU(),
@@ -47,8 +61,16 @@ class KFAttention(nn.Module):
     def forward(self, query, keys, offsets, counts=None):
         bsz, t = query.shape[0], keys.shape[0]
         h, d, dv = self.heads, self.head_dim, self.value_dim
-        q = self.q_proj(query).view(bsz, h, d)
-        k = self.k_proj(keys).view(t, h, d)
+        bias = None
+        if self.scorer == "dot":
+            q = self.q_proj(query).view(bsz, h, d)
+            k = self.k_proj(keys).view(t, h, d)
+        else:  # the unit's logits enter as the op's bias; q.k is a zero placeholder
+            row = torch.repeat_interleave(torch.arange(bsz, device=query.device), offsets[1:] - offsets[:-1],
+                                          output_size=t)
+            qr = query[row]
+            bias = self.unit(torch.cat([qr, keys, qr - keys, qr * keys], dim=-1)).contiguous()
+            q, k = query.new_zeros(bsz, h, 1), keys.new_zeros(t, h, 1)
         v = self.v_proj(keys).view(t, h, dv)
         prior = self.prior(query).view(bsz, h, 1 + dv)
         prior_logit, prior_value = prior[..., 0].contiguous(), prior[..., 1:].contiguous()
@@ -58,8 +80,8 @@ class KFAttention(nn.Module):
             if counts is not None and tuple(counts.shape) != (t,):
                 raise ValueError(f"counts must be [T] = [{t}], got {tuple(counts.shape)}")
             freq_c = (self.log_obs_var[None, :] - torch.log(n)[:, None]).contiguous()
-        out, _ = jagged_attention_pool(q.contiguous(), k.contiguous(), v.contiguous(), offsets, d ** -0.5,
-                                       None, freq_c, prior_logit, prior_value, backend=self.backend, validate=False)
+        out, _ = jagged_attention_pool(q.contiguous(), k.contiguous(), v.contiguous(), offsets, self.scale,
+                                       bias, freq_c, prior_logit, prior_value, backend=self.backend, validate=False)
         return self.out(out.reshape(bsz, h * dv))
 
 
