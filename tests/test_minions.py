@@ -1,5 +1,7 @@
 """Minions engine: greedy exactness (batch 1 and ragged batches, with and without the pipeline), lossless
 sampling (chi-square), vote weights, adaptive length, per-row EOS, cache masking/compaction, bad input."""
+import time
+
 import pytest
 import torch
 
@@ -237,14 +239,19 @@ def _assert_chi2(tokens, p, n):
     assert chi2 < 24.3  # chi-square, <= 7 degrees of freedom, p = 0.001
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("capacity", [256, 16])  # 16: the cache must compact and grow mid-run
-def test_lean_gpt2_runner_matches_hf(capacity):
-    """The lean drafting runner gives the HF model's logits through ragged feeds, holes and compaction."""
+def test_lean_gpt2_runner_matches_hf(capacity, packed, monkeypatch):
+    """The lean runner gives the HF model's logits through ragged feeds, holes and compaction, with the
+    model's own weights and with oneDNN-prepacked ones (packed even though they are small, for the test)."""
+    from leanops.minions import lean_gpt2
     from leanops.minions.lean_gpt2 import LeanGPT2Runner, supports
 
+    monkeypatch.setattr(lean_gpt2, "PACK_MIN_ELEMENTS", 0)
     model = _gpt2(2, 64, 11)
     assert supports(model) and not supports(lambda x: x)
-    lean, hf = LeanGPT2Runner(model, 3, "cpu", capacity=capacity), HFRunner(model, 3, "cpu")
+    lean, hf = LeanGPT2Runner(model, 3, "cpu", capacity=capacity, packed=packed), HFRunner(model, 3, "cpu")
+    assert all(lin.packed is not None for lin in lean.blocks[0][2:4]) == (packed and lean_gpt2.can_pack("cpu", torch.float32))
     g = torch.Generator().manual_seed(0)
     for step in range(12):
         n = torch.randint(0, 4, (3,), generator=g)
@@ -257,6 +264,34 @@ def test_lean_gpt2_runner_matches_hf(capacity):
         lean.keep(keep)
         hf.keep(keep)
         assert torch.equal(lean.count, hf.count)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_lean_greedy_equals_hf_greedy(packed, monkeypatch):
+    from leanops.minions import lean_gpt2
+
+    monkeypatch.setattr(lean_gpt2, "PACK_MIN_ELEMENTS", 0)
+    ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
+    want = LLM.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False, pad_token_id=0)
+    assert torch.equal(lean_gpt2.greedy(LLM, ids, 30, packed=packed), want)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        lean_gpt2.greedy(LLM, ids, 0)
+    with pytest.raises(ValueError, match="input_ids must be"):
+        lean_gpt2.greedy(LLM, ids[0], 4)
+    with pytest.raises(TypeError, match="GPT2LMHeadModel"):
+        lean_gpt2.greedy(lambda x: x, ids, 4)
+
+
+def test_auto_pipeline_lets_the_worker_thread_go_when_not_overlapping():
+    import threading
+
+    engine = Minions(LLM, [_noisy(LLM, 1, flip=0.1)], pipeline="auto")
+    before = threading.active_count()
+    assert engine._worker() is engine._worker()  # one thread, kept while overlapping
+    engine._drop_worker()
+    assert engine._pool is None
+    time.sleep(0.05)
+    assert threading.active_count() <= before
 
 
 def test_lean_drafters_change_nothing_but_speed():
@@ -274,7 +309,7 @@ def test_auto_pipeline_tries_both_ways_and_stays_exact():
     for b, want in enumerate(_llm_greedy(ids, mask, 60)):
         assert torch.equal(got[b, ids.shape[1]:], want)
     assert 0 < engine.stats.overlapped_rounds < engine.stats.rounds  # measured both ways
-    assert all(n >= 1 for _, n in engine._mode_cost.values())
+    assert all(n >= 1 for _, _, n in engine._mode_cost.values())
     with pytest.raises(ValueError, match="pipeline must be"):
         Minions(LLM, [LLM], pipeline="sometimes")
 

@@ -86,7 +86,7 @@ def _kfatt(quick: bool) -> None:
 
 
 def _minions(quick: bool) -> None:
-    from .minions import Minions, demo_models
+    from .minions import Minions, demo_models, lean_gpt2
 
     mode, (llm, ssms, tok, report) = demo_models.load_first(train="quick")
     llm.generation_config.eos_token_id = None
@@ -105,13 +105,17 @@ def _minions(quick: bool) -> None:
         plain, t_plain = timed(lambda: torch.cat([llm.generate(p[None], attention_mask=torch.ones_like(p[None]),
                                                                max_new_tokens=new, do_sample=False, pad_token_id=0)
                                                   for p in prompts]))
-        engine = Minions(llm, ssms, pipeline="auto")
+        lean, t_lean = timed(lambda: torch.cat([lean_gpt2.greedy(llm, p[None], new) for p in prompts]))
+        engine = Minions(llm, ssms, pipeline="auto", lean_llm=True)
         ours, t_ours = timed(lambda: torch.cat([engine.generate(p[None], max_new_tokens=new) for p in prompts]))
         batched = engine.generate(prompts, max_new_tokens=new)
     s = engine.stats
-    print(f"{n} held-out prompts x {new} tokens, batch 1: plain greedy {n * new / t_plain:.1f} tok/s, "
-          f"Minions {n * new / t_ours:.1f} tok/s ({t_plain / t_ours:.2f}x); same tokens as greedy: "
-          f"{torch.equal(plain, ours)}; batch {n} in one call, same tokens: {torch.equal(plain, batched)}")
+    print(f"{n} held-out prompts x {new} tokens, batch 1: plain greedy (HF) {n * new / t_plain:.1f} tok/s, "
+          f"greedy on leanops' lean runner {n * new / t_lean:.1f} tok/s, Minions (3 SSMs, vote, adaptive, "
+          f"pipeline auto, lean runner) {n * new / t_ours:.1f} tok/s: {t_plain / t_ours:.2f}x HF greedy, "
+          f"{t_lean / t_ours:.2f}x lean greedy")
+    print(f"same tokens as HF greedy: lean greedy {torch.equal(plain, lean)}, Minions {torch.equal(plain, ours)}, "
+          f"Minions at batch {n} in one call {torch.equal(plain, batched)}")
     print(f"last run (batch {n}): {s.tokens_per_pass:.2f} tokens per LLM pass, acceptance per SSM "
           f"{[round(a, 2) for a in s.acceptance()]}, vote weights {[round(w, 2) for w in s.weights]}, "
           f"mean draft length {sum(s.chosen_lengths) / len(s.chosen_lengths):.1f}")

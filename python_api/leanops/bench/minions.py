@@ -52,7 +52,7 @@ def _row(name, batch, seconds, new_tokens, passes, exact, acceptance=None, extra
 def run(device=None, quick=False, out_dir="benchmarks/results"):
     from tqdm import tqdm
 
-    from ..minions import Minions
+    from ..minions import Minions, lean_gpt2
     from ..minions.demo_models import held_out_prompts, load_first
 
     device = "cpu" if device is None else device
@@ -111,14 +111,22 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
         "+ adaptive length": dict(models=ssms, adaptive=True),
         "+ pipeline (always overlap)": dict(models=ssms, adaptive=True, pipeline=True),
         "+ pipeline (auto: overlap where faster)": dict(models=ssms, adaptive=True, pipeline="auto"),
-        "+ lean LLM runner (all of the above)": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True),
+        "+ lean LLM runner, addmm weights": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True,
+                                                 packed=False),
+        "+ lean LLM runner, prepacked weights (all)": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True),
     }
-    plan = [("HF greedy (no speculation)", 1)] + [(f"HF assisted, ssm{i}", 1) for i in range(len(ssms))] + \
-        [(k, 1) for k in engines] + [("HF greedy (no speculation)", 8), ("HF assisted", 8)] + [(k, 8) for k in engines]
+    lean_greedy = "leanops greedy, lean prepacked runner (no speculation)"
+    plan = [("HF greedy (no speculation)", 1), (lean_greedy, 1)] + [(f"HF assisted, ssm{i}", 1) for i in range(len(ssms))] + \
+        [(k, 1) for k in engines] + [("HF greedy (no speculation)", 8), (lean_greedy, 8), ("HF assisted", 8)] + \
+        [(k, 8) for k in engines]
     with torch.no_grad():
         for name, batch in tqdm(plan, desc="minions bench"):
             if name.startswith("HF greedy"):
                 measure(name, per_prompt(hf_greedy) if batch == 1 else (lambda: hf_greedy(prompts)), batch)
+            elif name == lean_greedy:  # the runner alone: what speculation adds on top of it
+                measure(name, per_prompt(lambda x: lean_gpt2.greedy(llm, x, new)) if batch == 1 else
+                        (lambda: lean_gpt2.greedy(llm, prompts, new)), batch)
+                rows[-1]["llm_passes_per_token"] = 1.0 if batch == 1 else 1.0 / n_prompts  # one pass per step
             elif name.startswith("HF assisted") and batch == 1:
                 measure(name, per_prompt(hf_assisted(ssms[int(name[-1])])), batch)
             elif name.startswith("HF assisted"):
@@ -130,7 +138,8 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
             else:
                 cfg = engines[name]
                 engine = Minions(llm, cfg["models"], gamma=4, adaptive=cfg["adaptive"],
-                                 pipeline=cfg.get("pipeline", False), lean_llm=cfg.get("lean_llm", False))
+                                 pipeline=cfg.get("pipeline", False), lean_llm=cfg.get("lean_llm", False),
+                                 packed_weights=cfg.get("packed", True))
                 call = lambda x, e=engine: e.generate(x, max_new_tokens=new)  # noqa: E731
                 measure(name, per_prompt(call) if batch == 1 else (lambda c=call: c(prompts)), batch, engine)
     counter.handle.remove()
@@ -157,8 +166,10 @@ def _summary(rows):
     greedy = next(r for r in b1 if r["method"].startswith("HF greedy"))
     assisted = max((r for r in b1 if r["method"].startswith("HF assisted")), key=lambda r: r["tokens_per_s"])
     full = max((r for r in b1 if r["method"].startswith(("+ pipeline", "+ lean"))), key=lambda r: r["tokens_per_s"])
-    best = max((r for r in b1 if not r["method"].startswith("HF")), key=lambda r: r["tokens_per_s"])
+    best = max((r for r in b1 if not r["method"].startswith(("HF", "leanops greedy"))), key=lambda r: r["tokens_per_s"])
+    lean = next(r for r in b1 if r["method"].startswith("leanops greedy"))
     return {"full_minions": full["method"],
+            "minions_vs_lean_greedy_b1": full["tokens_per_s"] / lean["tokens_per_s"],
             "minions_vs_best_hf_assisted_b1": full["tokens_per_s"] / assisted["tokens_per_s"],
             "best_hf_assisted": assisted["method"],
             "minions_vs_plain_greedy_b1": full["tokens_per_s"] / greedy["tokens_per_s"],
@@ -170,18 +181,18 @@ def _summary(rows):
 def _print(result):
     print(f"\nMinions, {result['device']}, models: {result['models']}, {result['prompts']} prompts x "
           f"{result['new_tokens']} new tokens, greedy")
-    print(f"{'method':48s} {'B':>2s} {'tok/s':>8s} {'passes/tok':>10s} {'exact':>5s}  acceptance")
+    print(f"{'method':54s} {'B':>2s} {'tok/s':>8s} {'passes/tok':>10s} {'exact':>5s}  acceptance")
     for r in result["rows"]:
         if "error" in r:
-            print(f"{r['method']:48s} {r['batch']:2d}  refused: {r['error'][:80]}")
+            print(f"{r['method']:54s} {r['batch']:2d}  refused: {r['error'][:80]}")
             continue
         acc = "" if r["acceptance"] is None else " ".join(f"{a:.2f}" for a in r["acceptance"])
-        print(f"{r['method']:48s} {r['batch']:2d} {r['tokens_per_s']:8.1f} {r['llm_passes_per_token']:10.3f} "
+        print(f"{r['method']:54s} {r['batch']:2d} {r['tokens_per_s']:8.1f} {r['llm_passes_per_token']:10.3f} "
               f"{str(r['exact_greedy']):>5s}  {acc}")
     s = result["summary"]
     print(f"Minions (3 SSMs, vote + adaptive + pipeline; best such row: {s['full_minions'][2:]}) vs best HF assisted "
           f"({s['best_hf_assisted']}): {s['minions_vs_best_hf_assisted_b1']:.2f}x; vs plain greedy: "
-          f"{s['minions_vs_plain_greedy_b1']:.2f}x")
+          f"{s['minions_vs_plain_greedy_b1']:.2f}x; vs greedy on the same lean runner: {s['minions_vs_lean_greedy_b1']:.2f}x")
     print(f"best leanops row at batch 1 ({s['best_leanops_config_b1']}): {s['best_leanops_vs_best_hf_assisted_b1']:.2f}x "
           f"best HF assisted, {s['best_leanops_vs_plain_greedy_b1']:.2f}x plain greedy")
 
@@ -196,7 +207,8 @@ def _plot(rows, path):
     for ax, batch in zip(axes, (1, 8)):
         sel = [r for r in rows if r["batch"] == batch and "error" not in r]
         ax.barh([r["method"] for r in sel], [r["tokens_per_s"] for r in sel],
-                color=["tab:gray" if r["method"].startswith("HF") else "tab:blue" for r in sel])
+                color=["tab:gray" if r["method"].startswith("HF") else
+                       "tab:olive" if r["method"].startswith("leanops greedy") else "tab:blue" for r in sel])
         ax.invert_yaxis()
         ax.set_xlabel("tokens / s")
         ax.set_title(f"batch {batch}")

@@ -115,13 +115,14 @@ class CallableRunner:
         self.count = torch.minimum(self.count, n_keep)
 
 
-def make_runner(model, bsz: int, device, lean: bool = False):
-    """The runner for a model: the lean GPT-2 runner when asked for and the weights allow it, else HF's
-    module with its cache, else a plain callable."""
+def make_runner(model, bsz: int, device, lean: bool = False, packed: bool = False):
+    """The runner for a model: the lean GPT-2 runner when asked for and the weights allow it (``packed``:
+    with oneDNN-prepacked weights where the CPU build has oneDNN), else HF's module with its cache,
+    else a plain callable."""
     from . import lean_gpt2
 
     if lean and lean_gpt2.supports(model):
-        return lean_gpt2.LeanGPT2Runner(model, bsz, device)
+        return lean_gpt2.LeanGPT2Runner(model, bsz, device, packed=packed)
     return HFRunner(model, bsz, device) if is_hf_model(model) else CallableRunner(model, bsz, device)
 
 
