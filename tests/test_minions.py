@@ -176,7 +176,9 @@ def test_bad_input_fails_before_any_work():
     with pytest.raises(ValueError, match="must share a vocabulary"):
         Minions(LLM, [_gpt2(1, 32, 1, vocab=60)])
     with pytest.raises(ValueError, match="min_gamma <= gamma"):
-        Minions(LLM, [LLM], gamma=0)
+        Minions(LLM, [LLM], gamma=-1)
+    with pytest.raises(ValueError, match="max_gamma >= 1"):
+        Minions(LLM, [LLM], min_gamma=0, gamma=0, max_gamma=0)
     engine = Minions(LLM, [LLM])
     with pytest.raises(ValueError, match="max_new_tokens must be"):
         engine.generate(ids, max_new_tokens=0)
@@ -228,6 +230,42 @@ def test_sampling_is_lossless(top_p, pipeline):
         p2 = torch.softmax(_nucleus(llm(input_ids=torch.tensor([[2, 5, 3, top]])).logits[0, -1].float() / 0.8,
                                     top_p), -1).double()
     _assert_chi2(out[rows, 4], p2, int(rows.sum()))
+
+
+def test_plain_steps_sample_from_the_llm():
+    """gamma 0 (a plain LLM step, nothing drafted) still samples the LLM's own distribution."""
+    from leanops.minions.engine import _nucleus
+
+    llm = _gpt2(1, 32, 0, vocab=8)
+    with torch.no_grad():
+        llm.lm_head.weight.mul_(0.3)
+    prompt = torch.tensor([[2, 5, 3]])
+    n = 3000
+    engine = Minions(llm, [_gpt2(1, 32, 9, vocab=8)], min_gamma=0, gamma=0, adaptive=False)
+    out = engine.generate(prompt.expand(n, -1), max_new_tokens=2, do_sample=True, temperature=0.8, top_p=0.7,
+                          generator=torch.Generator().manual_seed(1))
+    assert engine.stats.chosen_lengths == [0, 0] and sum(engine.stats.drafted_per_ssm) == 0
+    with torch.no_grad():
+        p1 = torch.softmax(_nucleus(llm(input_ids=prompt).logits[0, -1].float() / 0.8, 0.7), -1).double()
+    _assert_chi2(out[:, 3], p1, n)
+
+
+def test_speculation_that_does_not_pay_falls_back_to_plain_steps():
+    """A slow drafter that is never right: the cost model picks gamma 0 (plain LLM steps), speculates again
+    every ``recheck_every`` rounds to keep its estimates current, and the output stays the LLM's greedy output."""
+    ids, mask = _left_padded([6, 4], seed=21)
+    wrong = _constant_drafter(3)
+
+    def slow_wrong(x):
+        time.sleep(0.005)  # drafting a token costs more than an LLM pass of this tiny model
+        return wrong(x)
+    engine = Minions(LLM, [slow_wrong], min_gamma=0, gamma=4, recheck_every=8)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=60)
+    for b, want in enumerate(_llm_greedy(ids, mask, 60)):
+        assert torch.equal(got[b, ids.shape[1]:], want)
+    lengths = engine.stats.chosen_lengths
+    assert lengths.count(0) > len(lengths) / 2
+    assert any(g > 0 for g in lengths[len(lengths) // 2:])  # rechecks keep coming
 
 
 def _assert_chi2(tokens, p, n):

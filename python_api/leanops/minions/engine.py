@@ -69,8 +69,9 @@ class Minions:
                  backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
-        if not 1 <= min_gamma <= gamma <= max_gamma:
-            raise ValueError(f"need 1 <= min_gamma <= gamma <= max_gamma, got {min_gamma}, {gamma}, {max_gamma}")
+        if not 0 <= min_gamma <= gamma <= max_gamma or max_gamma < 1:
+            raise ValueError(f"need 0 <= min_gamma <= gamma <= max_gamma and max_gamma >= 1, got {min_gamma}, "
+                             f"{gamma}, {max_gamma}")
         if not 0 < weight_bounds[0] <= 1 <= weight_bounds[1]:
             raise ValueError(f"weight_bounds must satisfy 0 < low <= 1 <= high, got {weight_bounds}")
         self.llm, self.ssms = llm, list(ssms)
@@ -190,10 +191,12 @@ class Minions:
 
     def _next_gamma(self, stats) -> int:
         """Pick gamma maximising expected accepted tokens per second, with hysteresis. Acceptance: the
-        censored-geometric estimate from the verified candidates (accepted tokens / (accepted + rejections));
+        censored-geometric estimate from the verified candidates ((accepted tokens + 1) / (accepted + rejections
+        + 2)); gamma 0 (a plain LLM step) wins where speculation does not pay;
         cost: the fitted verify line at 1 + gamma tokens + measured drafting per token (not counting
         drafting that overlapped verification)."""
-        alpha = min(max(stats.cand_accepted / max(stats.cand_accepted + stats.cand_rejections, 1), 0.01), 0.99)
+        # Beta(1, 1) prior: a round or two of bad luck at the start of a call does not read as alpha = 0
+        alpha = min(max((stats.cand_accepted + 1) / (stats.cand_accepted + stats.cand_rejections + 2), 0.01), 0.99)
         draft_per_token = stats.draft_seconds / max(sum(stats.chosen_lengths), 1)
         hidden = stats.pipelined_drafts / max(stats.rounds, 1)
 
@@ -202,7 +205,11 @@ class Minions:
             return expected / (self._verify_cost(g + 1) + (1 - hidden) * g * draft_per_token + 1e-9)
 
         best = max(range(self.min_gamma, self.max_gamma + 1), key=rate)
-        return best if rate(best) > self.hysteresis * rate(self.gamma) else self.gamma
+        choice = best if rate(best) > self.hysteresis * rate(self.gamma) else self.gamma
+        if choice == 0 and self.rounds_total % self.recheck_every == 0:
+            # plain steps measure nothing about drafting: speculate now and then to keep the estimates current
+            return max(range(1, self.max_gamma + 1), key=rate)
+        return choice
 
     def _choose_overlap(self) -> bool:
         """``pipeline="auto"``: overlap drafting with verification only where it measures faster: both ways are
@@ -274,7 +281,8 @@ class _Run:
 
     def loop(self):
         while bool(self.active.any()):
-            overlap = bool(self.e.pipeline) and (self.e.pipeline is True or self.e._choose_overlap())
+            # a plain step (gamma 0) drafts nothing, so there is nothing to overlap
+            overlap = bool(self.e.pipeline) and self.e.gamma > 0 and (self.e.pipeline is True or self.e._choose_overlap())
             pool = self.e._worker() if overlap else self.e._drop_worker()
             start, width = time.perf_counter(), 1 + self.e.gamma
             self.round(pool)
@@ -322,7 +330,7 @@ class _Run:
         drafts = torch.full((bsz, self.k, g), -1, dtype=torch.long, device=self.device)
         draft_probs = None
         used_pre = False
-        drafters = self.drafters()
+        drafters = self.drafters() if g > 0 else []  # gamma 0: a plain LLM step, no drafting
         for i in range(self.k):
             pre = self.pre[i]
             if i in drafters and pre is not None and pre[0].shape[1] >= g:
@@ -342,8 +350,7 @@ class _Run:
         if benched:
             draft_len[:, benched] = 0  # benched SSMs do not vote
         if self.do_sample:
-            chosen = drafters[0]
-            cand, cand_len = drafts[:, chosen].contiguous(), dlen.to(self.device)
+            cand, cand_len = drafts[:, drafters[0] if drafters else 0].contiguous(), dlen.to(self.device)
         else:
             _, cand, cand_len = majority_vote(drafts, draft_len, e.weights.float().to(self.device), backend=e.backend)
         uniforms = torch.rand(bsz, g + 1, generator=self.generator) if self.do_sample else None
@@ -388,6 +395,8 @@ class _Run:
                 accepted, nxt = verify_greedy(cand, cand_len, target, backend=e.backend)
             else:
                 target = _nucleus(target.float() / self.temperature, self.top_p)
+                if draft_probs is None:  # a plain step (gamma 0): nothing drafted
+                    draft_probs = target.new_zeros(bsz, 0, target.shape[-1])
                 accepted, nxt = verify_sampling(cand, cand_len, draft_probs, target, 1.0, uniforms=uniforms,
                                                 backend=e.backend)
         return accepted, nxt, tokens.shape[1], time.perf_counter() - t0
