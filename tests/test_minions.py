@@ -304,6 +304,24 @@ def test_lean_gpt2_runner_matches_hf(capacity, packed, monkeypatch):
         assert torch.equal(lean.count, hf.count)
 
 
+def test_packed_weights_are_reused_until_the_weights_change(monkeypatch):
+    from leanops.minions import lean_gpt2
+
+    monkeypatch.setattr(lean_gpt2, "PACK_MIN_ELEMENTS", 0)
+    if not lean_gpt2.can_pack("cpu", torch.float32):
+        pytest.skip("no oneDNN in this torch build")
+    model = _gpt2(1, 32, 17)
+    a, b = (lean_gpt2.LeanGPT2Runner(model, 1, "cpu", packed=True) for _ in range(2))
+    assert a.head is b.head  # packed once, shared
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2.0)
+    c = lean_gpt2.LeanGPT2Runner(model, 1, "cpu", packed=True)
+    assert c.head is not a.head  # repacked after the in-place change
+    ids = torch.tensor([[1, 2, 3]])
+    want = model(input_ids=ids).logits
+    torch.testing.assert_close(c.feed(ids, torch.ones_like(ids, dtype=torch.bool)), want, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_lean_greedy_equals_hf_greedy(packed, monkeypatch):
     from leanops.minions import lean_gpt2
