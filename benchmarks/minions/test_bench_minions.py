@@ -1,6 +1,8 @@
-"""Minions engine vs Hugging Face: plain greedy, assisted generation with one SSM (the anchor), and our
-engine (3 SSMs, vote + adaptive + pipeline), batch 1, on the cached demo models (or tiny random GPT-2s
-when none are trained: then the figures say nothing about speed-ups). Compare rows: tokens/s."""
+"""Minions engine vs Hugging Face: plain greedy, assisted generation with one SSM (the anchor), greedy on
+leanops' lean runner (what the runner alone gives), and our engine (3 SSMs, vote + adaptive + pipeline,
+with and without the lean LLM runner; one engine per row, reused across calls as in use), batch 1, on
+the cached demo models (or tiny random GPT-2s when none are trained: then the figures say nothing about
+speed-ups). Compare rows: tokens/s."""
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from conftest import QUICK
 
 transformers = pytest.importorskip("transformers")
 
-from leanops.minions import Minions, demo_models  # noqa: E402
+from leanops.minions import Minions, demo_models, lean_gpt2  # noqa: E402
 
 
 def _models():
@@ -35,7 +37,10 @@ PROVIDERS = {
     "hf assisted (ssm0)": lambda: LLM.generate(PROMPT, attention_mask=torch.ones_like(PROMPT),
                                                assistant_model=SSMS[0], max_new_tokens=NEW, do_sample=False,
                                                pad_token_id=0),
-    "leanops minions (3 ssms, vote, adaptive, pipeline)": lambda: Minions(LLM, SSMS, pipeline=True).generate(
+    "leanops greedy (lean prepacked runner)": lambda: lean_gpt2.greedy(LLM, PROMPT, NEW),
+    "leanops minions (3 ssms, vote, adaptive, pipeline auto)": lambda e=Minions(LLM, SSMS, pipeline="auto"): e.generate(
+        PROMPT, max_new_tokens=NEW),
+    "leanops minions (+ lean llm runner)": lambda e=Minions(LLM, SSMS, pipeline="auto", lean_llm=True): e.generate(
         PROMPT, max_new_tokens=NEW),
 }
 
