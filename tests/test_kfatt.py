@@ -34,7 +34,7 @@ def test_kfattention_matches_its_definition(variant, scorer):
             q, k = mod.q_proj(qb).view(-1, h, d), mod.k_proj(kb).view(-1, h, d)
             s = (q * k).sum(-1) * d ** -0.5
         else:  # log precision from DIN's local activation unit
-            s = mod.unit(torch.cat([qb, kb, qb - kb, qb * kb], dim=-1))
+            s = mod.unit.mlp(torch.cat([qb, kb, qb - kb, qb * kb], dim=-1))
         if variant == "freq":
             n = counts[sl].double()[:, None]
             w = 1.0 / (torch.exp(-s) + torch.exp(mod.log_obs_var)[None, :] / n)  # 1/(sigma^2 + sigma'^2/n)

@@ -28,16 +28,16 @@ def format_table(summary) -> str:
     return "\n".join(lines)
 
 
-def format_gains(rows) -> str:
-    pairs = [(p, b) for p in ("kfatt_base", "kfatt_freq") for b in ("din", "din_norm")]
-    lines = [f"{'new demand':>10} {'repeats':>8} " + " ".join(f"{p + ' - ' + b:>24}" for p, b in pairs)]
-    table = {}
-    for p, b in pairs:
-        for g in paired_gains(rows, p, b):
-            table[(g["new_demand"], g["repeat_prob"], p, b)] = g
+PAIRS = [(p, b) for p in ("kfatt_base", "kfatt_freq") for b in ("din", "din_norm")]
+
+
+def format_gains(gains) -> str:
+    """``gains``: ``paired_gains`` rows for every pair in ``PAIRS``."""
+    lines = [f"{'new demand':>10} {'repeats':>8} " + " ".join(f"{p + ' - ' + b:>24}" for p, b in PAIRS)]
+    table = {(g["new_demand"], g["repeat_prob"], g["pooling"], g["baseline"]): g for g in gains}
     for frac, rep in sorted({k[:2] for k in table}):
         cells = []
-        for p, b in pairs:
+        for p, b in PAIRS:
             g = table[(frac, rep, p, b)]
             cells.append(f"{g['gain_mean']:+.4f}±{g['gain_std']:.4f} ({g['wins']}/{g['runs']})")
         lines.append(f"{frac:10.2f} {rep:8.2f} " + " ".join(f"{c:>24}" for c in cells))
@@ -62,11 +62,11 @@ def run(quick: bool = False, out_dir: str = "benchmarks/results", samples: int |
         tables[key] = summarise(rows, key)
         print(f"\n{title} (mean ± std over seeds)")
         print(format_table(tables[key]))
+    gains = [g for p, b in PAIRS for g in paired_gains(rows, p, b)]
     print("\nKFAtt's test AUC minus DIN's on the same data and seed: mean ± std (seeds won)")
-    print(format_gains(rows))
+    print(format_gains(gains))
     os.makedirs(out_dir, exist_ok=True)
     tag = ("quick" if quick else "full") + f"-{samples}"
-    gains = [g for p in ("kfatt_base", "kfatt_freq") for b in ("din", "din_norm") for g in paired_gains(rows, p, b)]
     with open(os.path.join(out_dir, f"kfatt-auc-{tag}.json"), "w") as fh:
         json.dump({"rows": rows, "summary": tables, "samples": samples, "seeds": list(seeds), "gains": gains},
                   fh, indent=1)

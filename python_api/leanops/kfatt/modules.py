@@ -15,6 +15,23 @@ from torch import nn
 from ..ops.pool import jagged_attention_pool
 
 
+class LocalActivationUnit(nn.Module):
+    """DIN's local activation unit: ``MLP([q, k, q - k, q * k]) -> [..., out]`` (one score per output)."""
+
+    def __init__(self, embed_dim: int, hidden=(80, 40), out: int = 1, activation: str = "sigmoid"):
+        super().__init__()
+        act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "prelu": nn.PReLU}[activation]
+        layers, width = [], 4 * embed_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), act()]
+            width = size
+        layers.append(nn.Linear(width, out))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, q, k):
+        return self.mlp(torch.cat([q, k, q - k, q * k], dim=-1))
+
+
 class KFAttention(nn.Module):
     """Multi-head KFAtt pooling of jagged behaviours.
 
@@ -45,11 +62,7 @@ class KFAttention(nn.Module):
             self.q_proj = nn.Linear(query_dim, heads * head_dim)
             self.k_proj = nn.Linear(key_dim, heads * head_dim)
         else:  # DIN's local activation unit gives each head's logit (log precision) of a behaviour
-            layers, width = [], 4 * key_dim
-            for size in scorer_hidden:
-                layers += [nn.Linear(width, size), nn.Sigmoid()]
-                width = size
-            self.unit = nn.Sequential(*layers, nn.Linear(width, heads))
+            self.unit = LocalActivationUnit(key_dim, scorer_hidden, out=heads)
         self.v_proj = nn.Linear(key_dim, heads * self.value_dim)
         # global prior from the query: per head a logit (= -log sigma_0^2) and a mean value
         self.prior = nn.Sequential(nn.Linear(query_dim, prior_hidden), nn.ReLU(),
@@ -68,8 +81,7 @@ class KFAttention(nn.Module):
         else:  # the unit's logits enter as the op's bias; q.k is a zero placeholder
             row = torch.repeat_interleave(torch.arange(bsz, device=query.device), offsets[1:] - offsets[:-1],
                                           output_size=t)
-            qr = query[row]
-            bias = self.unit(torch.cat([qr, keys, qr - keys, qr * keys], dim=-1)).contiguous()
+            bias = self.unit(query[row], keys).contiguous()
             q, k = query.new_zeros(bsz, h, 1), keys.new_zeros(t, h, 1)
         v = self.v_proj(keys).view(t, h, dv)
         prior = self.prior(query).view(bsz, h, 1 + dv)
@@ -95,19 +107,13 @@ class DINAttentionPooling(nn.Module):
 
     def __init__(self, embed_dim: int, hidden=(80, 40), activation: str = "sigmoid", weight_normalization: bool = False):
         super().__init__()
-        act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "prelu": nn.PReLU}[activation]
-        layers, width = [], 4 * embed_dim
-        for size in hidden:
-            layers += [nn.Linear(width, size), act()]
-            width = size
-        layers.append(nn.Linear(width, 1))
-        self.unit = nn.Sequential(*layers)
+        self.unit = LocalActivationUnit(embed_dim, hidden, out=1, activation=activation)
         self.weight_normalization = weight_normalization
 
     def forward(self, query, keys, lengths):
         bsz, length, _ = keys.shape
         q = query[:, None, :].expand(-1, length, -1)
-        score = self.unit(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)  # [B, L]
+        score = self.unit(q, keys).squeeze(-1)  # [B, L]
         mask = torch.arange(length, device=keys.device)[None, :] < lengths[:, None]
         if self.weight_normalization:
             score = torch.softmax(score.masked_fill(~mask, -(2.0 ** 32) + 1), dim=-1)

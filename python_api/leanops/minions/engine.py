@@ -98,7 +98,7 @@ class Minions:
         self.llm_passes_total = 0  # across generate() calls
         self.stats = MinionsStats()
         # running cost models, kept across generate() calls: verify seconds vs tokens in the LLM block
-        # (least squares on decayed sums), and seconds per new token with and without overlap
+        # (least squares on decayed sums), and round cost with and without overlap (below)
         self._verify_fit = torch.zeros(5, dtype=torch.float64)  # n, sum x, sum y, sum xx, sum xy
         # per mode: decayed round seconds, decayed block widths (1 + gamma), rounds seen; the cost is seconds
         # per block token: unlike seconds per accepted token it does not swing with the luck of acceptance
@@ -213,9 +213,10 @@ class Minions:
 
     def _choose_overlap(self) -> bool:
         """``pipeline="auto"``: overlap drafting with verification only where it measures faster: both ways are
-        tried in turn for the first rounds, then the cheaper per block token (round seconds / (1 + gamma)). The other way is rechecked
-        for one round after 32 rounds, the gap doubling (up to 512) while the choice holds, back to 32 when it
-        flips: a rare recheck costs little where one way is clearly slower (2 CPU cores shared by both sides)."""
+        tried in turn for the first rounds, then the cheaper per block token (round seconds / (1 + gamma)).
+        The other way is rechecked for one round after 32 rounds, the gap doubling (up to 512) while the
+        choice holds, back to 32 when it flips: a rare recheck costs little where one way is clearly slower
+        (2 CPU cores shared by both sides)."""
         self._rounds_seen += 1
         (s_on, t_on, n_on), (s_off, t_off, n_off) = self._mode_cost[True], self._mode_cost[False]
         if n_on < 6 or n_off < 6:
@@ -248,11 +249,11 @@ class Minions:
             self._pool_finalizer()
             self._pool = None
 
-    def _record_mode(self, overlap: bool, seconds: float, tokens: int) -> None:
-        """``tokens``: the round's block width per row (1 + gamma)."""
+    def _record_mode(self, overlap: bool, seconds: float, width: int) -> None:
+        """``width``: the round's block width per row (1 + gamma)."""
         cost = self._mode_cost[overlap]
         cost[0] = 0.95 * cost[0] + seconds
-        cost[1] = 0.95 * cost[1] + tokens
+        cost[1] = 0.95 * cost[1] + width
         cost[2] += 1
 
 
