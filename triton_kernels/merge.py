@@ -5,33 +5,13 @@ gathered through a CSR list built by a stable sort, so every sum has a fixed ord
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
-from torch.library import custom_op, triton_op, wrap_triton
 
-from leanops.reference.merge import effective_r, layout
+from leanops._token_layout import effective_r, layout
 
-
-# On a GPU these are triton_ops, which torch.compile traces into. The CPU interpreter cannot be traced
-# (it copies tensor data), so there they are opaque custom ops whose fake kernels ops/merge.py registers.
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-_op = custom_op if INTERPRETED else triton_op
-
-
-def _launch(kernel, grid, *args, **meta):
-    wrap_triton(kernel)[grid](*args, **meta)
-
-
-def _acc(t: torch.Tensor):
-    """Accumulator dtype: float64 for double inputs (gradcheck), else float32."""
-    return tl.float64 if t.dtype == torch.float64 else tl.float32
-
-
-def _pow2(v: int, lo: int = 16, hi: int = 1 << 30) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(max(int(v), 1))))
+from ._common import acc_tl_dtype, launch, pow2, register_op
 
 
 # ----------------------------------------------------------------------------- bipartite_match
@@ -117,7 +97,7 @@ def _place_unmerged_kernel(rank_ptr, unm_ptr, NA, R, FIRST_A, BLOCK: tl.constexp
     tl.store(unm_ptr + b * (NA - R) + pos, (FIRST_A + 2 * i).to(tl.int64), mask=(i < NA) & (ri >= R))
 
 
-@_op("leanops::bipartite_match_triton", mutates_args={})
+@register_op("leanops::bipartite_match_triton", mutates_args={})
 def bipartite_match_triton(metric: torch.Tensor, r: int, num_protected: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     bsz, n, c = metric.shape
     na, nb, first_a, first_b = layout(n, num_protected)
@@ -133,15 +113,15 @@ def bipartite_match_triton(metric: torch.Tensor, r: int, num_protected: int) -> 
     best = metric.new_empty(bsz, na, dtype=acc_dtype)
     arg = metric.new_empty(bsz, na, dtype=torch.int32)
     rank = metric.new_empty(bsz, na, dtype=torch.int32)
-    block_c = _pow2(c, 16, 64)
-    _launch(_norm_kernel, (bsz, triton.cdiv(n, 32)), m, norm, n, c, BLOCK_T=32, BLOCK_C=block_c, ACC=_acc(m))
+    block_c = pow2(c, 16, 64)
+    launch(_norm_kernel, (bsz, triton.cdiv(n, 32)), m, norm, n, c, BLOCK_T=32, BLOCK_C=block_c, ACC=acc_tl_dtype(m))
     block_a = 32
-    _launch(_best_match_kernel, (bsz, triton.cdiv(na, block_a)), 
-        m, norm, best, arg, n, c, na, nb, first_a, first_b, BLOCK_A=block_a, BLOCK_B=32, BLOCK_C=block_c, ACC=_acc(m))
+    launch(_best_match_kernel, (bsz, triton.cdiv(na, block_a)), 
+        m, norm, best, arg, n, c, na, nb, first_a, first_b, BLOCK_A=block_a, BLOCK_B=32, BLOCK_C=block_c, ACC=acc_tl_dtype(m))
     block = 64
-    _launch(_rank_place_kernel, (bsz, triton.cdiv(na, block)), 
+    launch(_rank_place_kernel, (bsz, triton.cdiv(na, block)), 
         best, arg, rank, src, dst, na, re, first_a, first_b, BLOCK=block)
-    _launch(_place_unmerged_kernel, (bsz, triton.cdiv(na, block)), rank, unm, na, re, first_a, BLOCK=block)
+    launch(_place_unmerged_kernel, (bsz, triton.cdiv(na, block)), rank, unm, na, re, first_a, BLOCK=block)
     return src, dst, unm
 
 
@@ -209,11 +189,11 @@ def _wavg_common(x, src_idx, dst_idx, num_protected):
     bsz, n, c = x.shape
     na, nb, first_a, first_b = layout(n, num_protected)
     order, ptr = _merges_by_dst(dst_idx, first_b, nb)
-    block_c = _pow2(c, 16, 1024)
+    block_c = pow2(c, 16, 1024)
     return bsz, n, c, nb, first_b, order, ptr, block_c
 
 
-@_op("leanops::merge_wavg_triton", mutates_args={})
+@register_op("leanops::merge_wavg_triton", mutates_args={})
 def merge_wavg_triton(x: torch.Tensor, size: torch.Tensor | None, src_idx: torch.Tensor, dst_idx: torch.Tensor,
                       unm_idx: torch.Tensor, num_protected: int, channel_gate: torch.Tensor | None,
                       token_gate: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,10 +208,10 @@ def merge_wavg_triton(x: torch.Tensor, size: torch.Tensor | None, src_idx: torch
     size_c = size.contiguous() if size is not None else size_out  # dummy pointer when absent
     cg = channel_gate.contiguous() if channel_gate is not None else xc
     tg = token_gate.contiguous() if token_gate is not None else xc
-    _launch(_merge_wavg_kernel, (bsz, m, triton.cdiv(c, block_c)), 
+    launch(_merge_wavg_kernel, (bsz, m, triton.cdiv(c, block_c)), 
         xc, size_c, src_idx.contiguous(), unm_idx.contiguous(), order, ptr, cg, tg, out, size_out,
         n, c, m, r, nu, nb, num_protected, first_b,
-        HAS_SIZE=size is not None, HAS_GATE=channel_gate is not None, BLOCK_C=block_c, ACC=_acc(x))
+        HAS_SIZE=size is not None, HAS_GATE=channel_gate is not None, BLOCK_C=block_c, ACC=acc_tl_dtype(x))
     return out, size_out
 
 
@@ -306,7 +286,7 @@ def _channel_gate_grad_kernel(g_ptr, x_ptr, size_ptr, size_out_ptr, src_ptr, dst
     tl.store(gcg_ptr + b * C + ch, acc.to(gcg_ptr.dtype.element_ty), mask=cm)
 
 
-@_op("leanops::merge_wavg_backward_triton", mutates_args={})
+@register_op("leanops::merge_wavg_backward_triton", mutates_args={})
 def merge_wavg_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, size: torch.Tensor | None,
                                src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx: torch.Tensor,
                                num_protected: int, channel_gate: torch.Tensor | None,
@@ -326,16 +306,16 @@ def merge_wavg_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, size: to
     cg = channel_gate.contiguous() if gated else xc
     tg = token_gate.contiguous() if gated else xc
     src_c = src_idx.contiguous()
-    _launch(_merge_wavg_backward_kernel, (bsz, m), 
+    launch(_merge_wavg_backward_kernel, (bsz, m), 
         g, xc, size_c, src_c, unm_idx.contiguous(), order, ptr, cg, tg, gx, gtg if gated else gx,
         n, c, m, r, nu, nb, num_protected, first_b,
-        HAS_SIZE=size is not None, HAS_GATE=gated, BLOCK_C=_pow2(c, 16), ACC=_acc(x))
+        HAS_SIZE=size is not None, HAS_GATE=gated, BLOCK_C=pow2(c, 16), ACC=acc_tl_dtype(x))
     if gated and r > 0:
         size_out = _slot_sizes(size, src_idx, dst_idx, unm_idx, num_protected, n)
-        block_c = _pow2(c, 16, 256)
-        _launch(_channel_gate_grad_kernel, (bsz, triton.cdiv(c, block_c)), 
+        block_c = pow2(c, 16, 256)
+        launch(_channel_gate_grad_kernel, (bsz, triton.cdiv(c, block_c)), 
             g, xc, size_c, size_out, src_c, dst_idx.contiguous(), tg, gcg, n, c, m, r, nu, num_protected, first_b,
-            HAS_SIZE=size is not None, BLOCK_C=block_c, ACC=_acc(x))
+            HAS_SIZE=size is not None, BLOCK_C=block_c, ACC=acc_tl_dtype(x))
     elif gated:
         gcg.zero_()
     return gx, gcg, gtg
@@ -374,7 +354,7 @@ def _slot_map_a_kernel(slot_ptr, src_ptr, dst_ptr, unm_ptr, N, R, NU, P, FIRST_B
     tl.store(slot_ptr + b * N + s, (P + NU + (d - FIRST_B) // 2).to(tl.int64), mask=k < R)
 
 
-@_op("leanops::merge_slot_map_triton", mutates_args={})
+@register_op("leanops::merge_slot_map_triton", mutates_args={})
 def merge_slot_map_triton(src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx: torch.Tensor, num_protected: int,
                           n: int) -> torch.Tensor:
     bsz, r = src_idx.shape
@@ -384,9 +364,9 @@ def merge_slot_map_triton(src_idx: torch.Tensor, dst_idx: torch.Tensor, unm_idx:
     if bsz == 0 or n == 0:
         return slot
     block = 64
-    _launch(_slot_map_fixed_kernel, (bsz, triton.cdiv(n, block)), slot, n, num_protected, nu, first_b, BLOCK=block)
+    launch(_slot_map_fixed_kernel, (bsz, triton.cdiv(n, block)), slot, n, num_protected, nu, first_b, BLOCK=block)
     if r + nu:
-        _launch(_slot_map_a_kernel, (bsz, triton.cdiv(max(r, nu), block)), 
+        launch(_slot_map_a_kernel, (bsz, triton.cdiv(max(r, nu), block)), 
             slot, src_idx.contiguous(), dst_idx.contiguous(), unm_idx.contiguous(), n, r, nu, num_protected, first_b,
             BLOCK=block)
     return slot
@@ -402,15 +382,15 @@ def _gather_rows_kernel(x_ptr, idx_ptr, out_ptr, M, N, C, BLOCK_C: tl.constexpr)
     tl.store(out_ptr + (b * N + i) * C + ch, v, mask=ch < C)
 
 
-@_op("leanops::unmerge_triton", mutates_args={})
+@register_op("leanops::unmerge_triton", mutates_args={})
 def unmerge_triton(x_merged: torch.Tensor, slot_map: torch.Tensor) -> torch.Tensor:
     bsz, m, c = x_merged.shape
     n = slot_map.shape[1]
     out = x_merged.new_empty(bsz, n, c)
     if bsz == 0 or n == 0 or c == 0:
         return out
-    block_c = _pow2(c, 16, 1024)
-    _launch(_gather_rows_kernel, (bsz, n, triton.cdiv(c, block_c)), 
+    block_c = pow2(c, 16, 1024)
+    launch(_gather_rows_kernel, (bsz, n, triton.cdiv(c, block_c)), 
         x_merged.contiguous(), slot_map.contiguous(), out, m, n, c, BLOCK_C=block_c)
     return out
 
@@ -428,7 +408,7 @@ def _sum_rows_kernel(g_ptr, order_ptr, ptr_ptr, out_ptr, M, N, C, BLOCK_C: tl.co
     tl.store(out_ptr + (b * M + s) * C + ch, acc.to(out_ptr.dtype.element_ty), mask=ch < C)
 
 
-@_op("leanops::unmerge_backward_triton", mutates_args={})
+@register_op("leanops::unmerge_backward_triton", mutates_args={})
 def unmerge_backward_triton(grad: torch.Tensor, slot_map: torch.Tensor, m: int) -> torch.Tensor:
     bsz, n, c = grad.shape
     out = grad.new_zeros(bsz, m, c)
@@ -438,7 +418,7 @@ def unmerge_backward_triton(grad: torch.Tensor, slot_map: torch.Tensor, m: int) 
     counts = torch.zeros(bsz, m, dtype=torch.long, device=grad.device)
     counts.scatter_add_(1, slot_map, torch.ones_like(slot_map))
     ptr = torch.cat([counts.new_zeros(bsz, 1), counts.cumsum(1)], dim=1).contiguous()
-    block_c = _pow2(c, 16, 1024)
-    _launch(_sum_rows_kernel, (bsz, m, triton.cdiv(c, block_c)), 
-        grad.contiguous(), order, ptr, out, m, n, c, BLOCK_C=block_c, ACC=_acc(grad))
+    block_c = pow2(c, 16, 1024)
+    launch(_sum_rows_kernel, (bsz, m, triton.cdiv(c, block_c)), 
+        grad.contiguous(), order, ptr, out, m, n, c, BLOCK_C=block_c, ACC=acc_tl_dtype(grad))
     return out

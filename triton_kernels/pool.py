@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .merge import INTERPRETED, _acc, _launch, _op, _pow2  # shared launch/registration helpers
+from ._common import acc_tl_dtype, launch, pow2, register_op
 
 
 @triton.jit
@@ -133,10 +133,10 @@ def _pool_bwd_kernel(go_ptr, gl_ptr, q_ptr, k_ptr, v_ptr, off_ptr, bias_ptr, fre
 
 
 def _blocks(d: int, dv: int):
-    return dict(BLOCK_T=32, BLOCK_D=_pow2(d, 16), BLOCK_DV=_pow2(dv, 16))
+    return dict(BLOCK_T=32, BLOCK_D=pow2(d, 16), BLOCK_DV=pow2(dv, 16))
 
 
-@_op("leanops::jagged_attention_pool_triton", mutates_args={})
+@register_op("leanops::jagged_attention_pool_triton", mutates_args={})
 def jagged_attention_pool_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor,
                                  scale: float, bias: torch.Tensor | None, freq_c: torch.Tensor | None,
                                  prior_logit: torch.Tensor | None,
@@ -149,16 +149,16 @@ def jagged_attention_pool_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         return out, lse
     qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
     dummy = qc
-    _launch(_pool_fwd_kernel, (bsz, heads), qc, kc, vc, offsets.contiguous(),
+    launch(_pool_fwd_kernel, (bsz, heads), qc, kc, vc, offsets.contiguous(),
             bias.contiguous() if bias is not None else dummy, freq_c.contiguous() if freq_c is not None else dummy,
             prior_logit.contiguous() if prior_logit is not None else dummy,
             prior_value.contiguous() if prior_value is not None else dummy, out, lse, heads, d, dv, float(scale),
             HAS_BIAS=bias is not None, HAS_FREQ=freq_c is not None, HAS_PRIOR=prior_logit is not None,
-            ACC=_acc(q), **_blocks(d, dv))
+            ACC=acc_tl_dtype(q), **_blocks(d, dv))
     return out, lse
 
 
-@_op("leanops::jagged_attention_pool_backward_triton", mutates_args={})
+@register_op("leanops::jagged_attention_pool_backward_triton", mutates_args={})
 def jagged_attention_pool_backward_triton(
         grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         offsets: torch.Tensor, scale: float, bias: torch.Tensor | None, freq_c: torch.Tensor | None,
@@ -179,7 +179,7 @@ def jagged_attention_pool_backward_triton(
     qc = q.contiguous()
     dummy = qc
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    _launch(_pool_bwd_kernel, (bsz, heads), grad_out.to(q.dtype).contiguous(),
+    launch(_pool_bwd_kernel, (bsz, heads), grad_out.to(q.dtype).contiguous(),
             grad_lse.to(lse_dtype).contiguous() if grad_lse is not None else dummy, qc, k.contiguous(),
             v.contiguous(), offsets.contiguous(), bias.contiguous() if bias is not None else dummy,
             freq_c.contiguous() if freq_c is not None else dummy,
@@ -189,8 +189,8 @@ def jagged_attention_pool_backward_triton(
             dfreq if freq_c is not None else dummy, dpl if prior_logit is not None else dummy,
             dpv if prior_value is not None else dummy, heads, d, dv, float(scale),
             HAS_GLSE=grad_lse is not None, HAS_BIAS=bias is not None, HAS_FREQ=freq_c is not None,
-            HAS_PRIOR=prior_logit is not None, ACC=_acc(q), **_blocks(d, dv))
+            HAS_PRIOR=prior_logit is not None, ACC=acc_tl_dtype(q), **_blocks(d, dv))
     return dq, dk, dvv, dbias, dfreq, dpl, dpv
 
 
-__all__ = ["INTERPRETED", "jagged_attention_pool_triton", "jagged_attention_pool_backward_triton"]
+__all__ = ["jagged_attention_pool_triton", "jagged_attention_pool_backward_triton"]

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .merge import INTERPRETED, _acc, _launch, _op, _pow2
+from ._common import acc_tl_dtype, launch, pow2, register_op
 
 BLOCK_V = 1024
 
@@ -59,7 +59,7 @@ def _first_mismatch_kernel(cand_ptr, row_start_ptr, len_ptr, argmax_ptr, acc_ptr
     tl.store(next_ptr + b + zero, tl.load(argmax_ptr + a0 + accepted))
 
 
-@_op("leanops::verify_greedy_triton", mutates_args={})
+@register_op("leanops::verify_greedy_triton", mutates_args={})
 def verify_greedy_triton(candidate: torch.Tensor, candidate_len: torch.Tensor,
                          target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     bsz, s = candidate.shape
@@ -69,14 +69,14 @@ def verify_greedy_triton(candidate: torch.Tensor, candidate_len: torch.Tensor,
     if bsz == 0:
         return accepted, nxt
     argmax = candidate.new_empty(bsz * (s + 1))
-    _launch(_argmax_rows_kernel, (bsz * (s + 1),), target_logits.contiguous(), argmax, v,
-            BLOCK_V=_pow2(v, 16, BLOCK_V), ACC=_acc(target_logits))
-    _launch(_first_mismatch_kernel, (bsz,), candidate.contiguous(), candidate_len, candidate_len.contiguous(), argmax,
+    launch(_argmax_rows_kernel, (bsz * (s + 1),), target_logits.contiguous(), argmax, v,
+            BLOCK_V=pow2(v, 16, BLOCK_V), ACC=acc_tl_dtype(target_logits))
+    launch(_first_mismatch_kernel, (bsz,), candidate.contiguous(), candidate_len, candidate_len.contiguous(), argmax,
             accepted, nxt, s, s + 1, RAGGED=False)
     return accepted, nxt
 
 
-@_op("leanops::verify_greedy_ragged_triton", mutates_args={})
+@register_op("leanops::verify_greedy_ragged_triton", mutates_args={})
 def verify_greedy_ragged_triton(candidates: torch.Tensor, cu_lens: torch.Tensor,
                                 target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     bsz = cu_lens.shape[0] - 1
@@ -86,10 +86,10 @@ def verify_greedy_ragged_triton(candidates: torch.Tensor, cu_lens: torch.Tensor,
     if bsz == 0:
         return accepted, nxt
     argmax = candidates.new_empty(rows)
-    _launch(_argmax_rows_kernel, (rows,), target_logits.contiguous(), argmax, v, BLOCK_V=_pow2(v, 16, BLOCK_V),
-            ACC=_acc(target_logits))
+    launch(_argmax_rows_kernel, (rows,), target_logits.contiguous(), argmax, v, BLOCK_V=pow2(v, 16, BLOCK_V),
+            ACC=acc_tl_dtype(target_logits))
     # loop bound: T (no row is longer); a data-dependent max would not trace under torch.compile
-    _launch(_first_mismatch_kernel, (bsz,), candidates.contiguous(), cu_lens.contiguous(), cu_lens, argmax, accepted,
+    launch(_first_mismatch_kernel, (bsz,), candidates.contiguous(), cu_lens.contiguous(), cu_lens, argmax, accepted,
             nxt, candidates.shape[0], 0, RAGGED=True)
     return accepted, nxt
 
@@ -171,7 +171,7 @@ def _sample_kernel(logits_ptr, len_ptr, q_ptr, u_ptr, lse_ptr, ok_ptr, acc_ptr, 
     tl.store(next_ptr + b + zero, pick)
 
 
-@_op("leanops::verify_sampling_triton", mutates_args={})
+@register_op("leanops::verify_sampling_triton", mutates_args={})
 def verify_sampling_triton(candidate: torch.Tensor, candidate_len: torch.Tensor, draft_probs: torch.Tensor,
                            target_logits: torch.Tensor, temperature: float,
                            uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,10 +185,10 @@ def verify_sampling_triton(candidate: torch.Tensor, candidate_len: torch.Tensor,
     ok = candidate.new_zeros(bsz, max(s, 1), dtype=torch.int32)
     logits, q = target_logits.contiguous(), draft_probs.contiguous()
     u = uniforms.to(torch.float64).contiguous()
-    block = _pow2(v, 16, BLOCK_V)
-    _launch(_position_kernel, (bsz, s + 1), logits, candidate.contiguous(), candidate_len.contiguous(), q, u, lse, ok,
+    block = pow2(v, 16, BLOCK_V)
+    launch(_position_kernel, (bsz, s + 1), logits, candidate.contiguous(), candidate_len.contiguous(), q, u, lse, ok,
             s, v, 1.0 / temperature, BLOCK_V=block)
-    _launch(_sample_kernel, (bsz,), logits, candidate_len.contiguous(), q, u, lse, ok, accepted, nxt, s, v,
+    launch(_sample_kernel, (bsz,), logits, candidate_len.contiguous(), q, u, lse, ok, accepted, nxt, s, v,
             1.0 / temperature, BLOCK_V=block)
     return accepted, nxt
 
@@ -220,7 +220,7 @@ def _vote_kernel(drafts_ptr, len_ptr, w_ptr, winner_ptr, K, S, W_STRIDE, BLOCK_K
     tl.store(winner_ptr + b + tl.zeros([1], dtype=tl.int32), winner)
 
 
-@_op("leanops::majority_vote_triton", mutates_args={})
+@register_op("leanops::majority_vote_triton", mutates_args={})
 def majority_vote_triton(drafts: torch.Tensor, draft_len: torch.Tensor,
                          weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     bsz, k, s = drafts.shape
@@ -228,8 +228,8 @@ def majority_vote_triton(drafts: torch.Tensor, draft_len: torch.Tensor,
     if bsz == 0:
         return winner, drafts.new_zeros(0, s), drafts.new_empty(0)
     w = weights.to(torch.float64).contiguous()
-    _launch(_vote_kernel, (bsz,), drafts.contiguous(), draft_len.contiguous(), w, winner, k, s,
-            0 if weights.dim() == 1 else k, BLOCK_K=_pow2(k, 16))
+    launch(_vote_kernel, (bsz,), drafts.contiguous(), draft_len.contiguous(), w, winner, k, s,
+            0 if weights.dim() == 1 else k, BLOCK_K=pow2(k, 16))
     rows = torch.arange(bsz, device=drafts.device)
     cand_len = draft_len[rows, winner]
     cand = drafts[rows, winner]
@@ -238,5 +238,5 @@ def majority_vote_triton(drafts: torch.Tensor, draft_len: torch.Tensor,
     return winner, cand, cand_len
 
 
-__all__ = ["INTERPRETED", "verify_greedy_triton", "verify_greedy_ragged_triton", "verify_sampling_triton",
+__all__ = ["verify_greedy_triton", "verify_greedy_ragged_triton", "verify_sampling_triton",
            "majority_vote_triton"]

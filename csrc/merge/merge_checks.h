@@ -2,6 +2,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "common/checks.h"
+
 namespace leanops::merge {
 
 // Token layout of DESIGN.md: tokens [0, P) protected; A = even indices >= P; B = odd indices >= P.
@@ -21,11 +23,7 @@ struct Layout {
   int64_t b_pos(int64_t i) const { return (i - first_b) / 2; }
 };
 
-inline void check_feature_dtype(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
-                  t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16,
-              name, " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
-}
+using common::check_feature_dtype;
 
 inline void check_index(const at::Tensor& t, const char* name, int64_t b, const at::Tensor& like) {
   TORCH_CHECK(t.dim() == 2, name, " must be 2-D [B, k], got ", t.dim(), "-D");

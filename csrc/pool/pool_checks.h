@@ -2,7 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include "merge/merge_checks.h"  // check_feature_dtype
+#include "common/checks.h"
 
 namespace leanops::pool {
 
@@ -27,7 +27,7 @@ inline PoolDims check_pool_inputs(const at::Tensor& q, const at::Tensor& k, cons
   TORCH_CHECK(q.dim() == 3, "q must be 3-D [B, H, D], got ", q.dim(), "-D");
   TORCH_CHECK(k.dim() == 3, "k must be 3-D [T, H, D], got ", k.dim(), "-D");
   TORCH_CHECK(v.dim() == 3, "v must be 3-D [T, H, Dv], got ", v.dim(), "-D");
-  merge::check_feature_dtype(q, "q");
+  common::check_feature_dtype(q, "q");
   TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
               "k and v must have q's dtype ", q.scalar_type(), ", got ", k.scalar_type(), " and ", v.scalar_type());
   TORCH_CHECK(k.device() == q.device() && v.device() == q.device() && offsets.device() == q.device(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, _checks, _library
+from .._token_layout import effective_r, split_sizes
 from ..reference import merge as ref
 
 __all__ = ["bipartite_match", "merge_wavg", "merge_slot_map", "unmerge", "compose_slot_maps"]
@@ -45,7 +46,7 @@ def _check_merge(x, size, src_idx, dst_idx, unm_idx, protected, channel_gate, to
         _checks.same_device(t, name, x, "x")
         if t.shape[0] != bsz:
             raise ValueError(f"{name} batch size {t.shape[0]} does not match x's {bsz}")
-    na, nb = ref.split_sizes(n, protected)
+    na, nb = split_sizes(n, protected)
     r = src_idx.shape[1]
     if dst_idx.shape[1] != r:
         raise ValueError(f"src_idx and dst_idx must have the same length, got {r} and {dst_idx.shape[1]}")
@@ -118,7 +119,7 @@ def merge_slot_map(src_idx, dst_idx, unm_idx, protected: int, n: int, *, backend
         _checks.index_dtype(t, name)
     _checks.integer(n, "n", 0)
     _checks.integer(protected, "protected", 0, n)
-    na, _ = ref.split_sizes(n, protected)
+    na, _ = split_sizes(n, protected)
     if src_idx.shape[1] + unm_idx.shape[1] != na or dst_idx.shape != src_idx.shape:
         raise ValueError(f"src_idx/dst_idx/unm_idx do not fit n={n}, protected={protected} ({na} A tokens)")
     if validate and src_idx.shape[0]:
@@ -164,8 +165,8 @@ def _register_fakes(suffix: str) -> None:
     @torch.library.register_fake(name("bipartite_match"))
     def _(metric, r, num_protected):
         bsz, n, _c = metric.shape
-        na, _nb = ref.split_sizes(n, num_protected)
-        re = ref.effective_r(n, r, num_protected)
+        na, _nb = split_sizes(n, num_protected)
+        re = effective_r(n, r, num_protected)
         new = lambda k: metric.new_empty(bsz, k, dtype=torch.long)  # noqa: E731
         return new(re), new(re), new(na - re)
 
@@ -233,6 +234,8 @@ if _library.compiled_available():
 if _backend.triton_available():
     from ..triton_kernels import merge as _triton_merge  # defines leanops::*_triton
 
-    if _triton_merge.INTERPRETED:
+    from ..triton_kernels._common import INTERPRETED
+
+    if INTERPRETED:
         _register_fakes("_triton")
     _register_autograd("_triton")

@@ -181,6 +181,8 @@ if _library.compiled_available():
 if _backend.triton_available():
     from ..triton_kernels import pool as _triton_pool
 
-    if _triton_pool.INTERPRETED:
+    from ..triton_kernels._common import INTERPRETED
+
+    if INTERPRETED:
         _register_fake("_triton")
     _register_autograd("_triton")

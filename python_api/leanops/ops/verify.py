@@ -138,5 +138,7 @@ if _library.compiled_available():
 if _backend.triton_available():
     from ..triton_kernels import verify as _triton_verify
 
-    if _triton_verify.INTERPRETED:
+    from ..triton_kernels._common import INTERPRETED
+
+    if INTERPRETED:
         _register_fakes("_triton")

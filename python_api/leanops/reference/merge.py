@@ -9,28 +9,7 @@ from __future__ import annotations
 
 import torch
 
-
-def split_sizes(n: int, protected: int) -> tuple[int, int]:
-    """Number of A (even index >= P) and B (odd index >= P) tokens."""
-    rest = max(n - protected, 0)
-    first_is_even = protected % 2 == 0
-    n_first = (rest + 1) // 2
-    n_second = rest // 2
-    return (n_first, n_second) if first_is_even else (n_second, n_first)
-
-
-def layout(n: int, protected: int) -> tuple[int, int, int, int]:
-    """``(|A|, |B|, first A index, first B index)`` of the token layout."""
-    na, nb = split_sizes(n, protected)
-    first_a = protected if protected % 2 == 0 else protected + 1
-    first_b = protected + 1 if protected % 2 == 0 else protected
-    return na, nb, first_a, first_b
-
-
-def effective_r(n: int, r: int, protected: int) -> int:
-    """``r`` clamped to what A can give (zero when there is no B token to merge into)."""
-    na, nb = split_sizes(n, protected)
-    return min(r, na) if nb > 0 else 0
+from .._token_layout import effective_r, layout, split_sizes  # noqa: F401  (re-exported)
 
 
 def a_b_indices(n: int, protected: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
