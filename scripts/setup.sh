@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment for leanops and builds it against the torch that is already there.
-#   bash scripts/setup.sh [EXTRAS]      EXTRAS: hf (demo) or test (tests, benchmarks); default hf
+#   bash scripts/setup.sh [EXTRAS]      EXTRAS: hf (demo, the default), test (tests, benchmarks, CI),
+#                                       bench, plot, triton, or several joined by commas (hf,plot)
 # The venv sees system packages, so a torch installed on a GPU machine (CUDA build) is used as is;
-# only where no torch is importable does it install the pinned CPU-friendly torch==2.13.0.
+# only where no torch is importable does it install the tested torch==2.13.0, from the index that
+# scripts/torch_index.sh picks: CPU-only wheels on a Linux machine without an NVIDIA driver, so that
+# no CUDA libraries are downloaded; LEANOPS_TORCH_INDEX=<url> or =default (pip's own) overrides it.
 # leanops is built with --no-build-isolation, so pip never fetches another (CUDA) torch to build with.
+#   LEANOPS_VENV=<dir>   where the venv goes (default .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-hf}"
@@ -16,7 +20,8 @@ py="$venv/bin/python"
 if "$py" -c "import torch" 2>/dev/null; then
   echo "leanops setup: using installed torch $("$py" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)')"
 else
-  "$py" -m pip install -q torch==2.13.0
+  index="$(bash scripts/torch_index.sh "$py")"
+  "$py" -m pip install -q torch==2.13.0 ${index:+--index-url "$index"}
 fi
 "$py" -m pip install -q --no-build-isolation ".[$extras]"
 "$py" -c "import leanops, json; print(json.dumps({k: v for k, v in leanops.build_info().items() if k != 'parallel_backend'}))"

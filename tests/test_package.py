@@ -1,4 +1,5 @@
 """The package itself: build info, the fallback without a compiled library, the README example, the CLI."""
+import json
 import os
 import re
 import subprocess
@@ -56,4 +57,6 @@ def test_readme_usage_example_runs():
 def test_cli_info():
     out = subprocess.run([sys.executable, "-m", "leanops", "info"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert '"backends"' in out.stdout
+    info = json.loads(out.stdout)
+    assert info["backends"][0] == "reference"
+    assert "triton" in info and (info["triton"].startswith("unavailable: ") or "triton" in info["backends"])

@@ -19,6 +19,9 @@ def build_info() -> dict:
             backends.append("cuda")
     if _backend.triton_available():
         backends.append("triton")
+        triton = _backend.triton_version()
+    else:
+        triton = f"unavailable: {_backend.triton_error()}"
     return {
         "version": __version__,
         "torch_version": torch.__version__,
@@ -29,4 +32,5 @@ def build_info() -> dict:
         "threads": compiled.get("threads", torch.get_num_threads()),
         "parallel_backend": compiled.get("parallel_backend", ""),
         "compiled_library_error": _library.load_error(),
+        "triton": triton,
     }

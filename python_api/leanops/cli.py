@@ -44,7 +44,16 @@ def main(argv=None) -> int:
     demo.add_argument("--quick", action="store_true", help="smaller inputs")
     demo.set_defaults(fn=_demo)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except ModuleNotFoundError as exc:  # an optional package (progress bars, figures, HF models) is missing
+        from ._requirements import missing_extra_message
+
+        message = missing_extra_message(exc, args.command)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

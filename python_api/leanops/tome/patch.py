@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._requirements import check_transformers
 from .layers import LAYER_FORWARDS
 from .schedule import r_schedule
 from .state import ToMeState
@@ -35,6 +36,7 @@ def patch(model: nn.Module, r=0, prop_attn: bool = True, trace_source: bool = Fa
         raise TypeError(f"model must be one of {SUPPORTED} (Hugging Face transformers), got {type(model).__name__}")
     if isinstance(protected, bool) or not isinstance(protected, int) or protected < 0:
         raise ValueError(f"protected must be an int >= 0, got {protected!r}")
+    check_transformers()  # the layer adapters read attribute names of recent transformers
     if hasattr(model, "_tome_state"):
         unpatch(model)
     layers = _encoder_layers(model)
