@@ -9,7 +9,8 @@ transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from leanops.minions import Minions  # noqa: E402
-from leanops.minions.runner import HFRunner, ragged_block  # noqa: E402
+from leanops.minions.live_slots import ragged_block  # noqa: E402
+from leanops.minions.runner import HFRunner  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 VOCAB = 50
@@ -207,7 +208,7 @@ def test_bad_input_fails_before_any_work():
 def test_sampling_is_lossless(top_p, pipeline):
     """Chi-square over many rows of one batch: the first two sampled tokens follow the LLM's own
     (temperature, top-p) distribution, whichever drafter proposed them."""
-    from leanops.minions.engine import _nucleus
+    from leanops.minions.sampling import nucleus as _nucleus
 
     llm = _gpt2(1, 32, 0, vocab=8)
     with torch.no_grad():
@@ -234,7 +235,7 @@ def test_sampling_is_lossless(top_p, pipeline):
 
 def test_plain_steps_sample_from_the_llm():
     """gamma 0 (a plain LLM step, nothing drafted) still samples the LLM's own distribution."""
-    from leanops.minions.engine import _nucleus
+    from leanops.minions.sampling import nucleus as _nucleus
 
     llm = _gpt2(1, 32, 0, vocab=8)
     with torch.no_grad():
@@ -365,7 +366,7 @@ def test_auto_pipeline_tries_both_ways_and_stays_exact():
     for b, want in enumerate(_llm_greedy(ids, mask, 60)):
         assert torch.equal(got[b, ids.shape[1]:], want)
     assert 0 < engine.stats.overlapped_rounds < engine.stats.rounds  # measured both ways
-    assert all(n >= 1 for _, _, n in engine._mode_cost.values())
+    assert all(n >= 1 for _, _, n in engine.overlap.cost.values())
     with pytest.raises(ValueError, match="pipeline must be"):
         Minions(LLM, [LLM], pipeline="sometimes")
 
@@ -396,3 +397,26 @@ def test_pipelined_drafts_are_used_across_a_batch():
     for b, want in enumerate(_llm_greedy(ids, mask, 25)):
         assert torch.equal(got[b, ids.shape[1]:], want)
     assert engine.stats.pipelined_drafts >= engine.stats.rounds - 2
+
+
+def test_every_pass_runs_in_inference_mode():
+    """Grad mode is per thread: the drafting thread's passes, the calling thread's and the lean runner's all
+    run under inference mode (no autograd bookkeeping), and the returned ids are an ordinary tensor."""
+    import threading
+
+    from leanops.minions.lean_gpt2 import LeanGPT2Runner
+
+    seen = []
+
+    def spy(ids):
+        seen.append((threading.current_thread().name, torch.is_inference_mode_enabled()))
+        return LLM(input_ids=ids).logits
+    ids, mask = _left_padded([5, 8], seed=15)
+    out = Minions(LLM, [spy], pipeline=True, adaptive=False).generate(ids, attention_mask=mask, max_new_tokens=12)
+    assert any(name.startswith("minions-draft") for name, _ in seen)  # some passes ran on the drafting thread
+    assert all(inference for _, inference in seen)
+    assert not out.is_inference()
+    out[:, -1] = 0  # the caller may edit it in place, as HF's generate output
+    lean = LeanGPT2Runner(LLM, 1, "cpu")
+    logits = lean.feed(torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.bool))  # called with grad enabled
+    assert torch.is_grad_enabled() and logits.is_inference() and not logits.requires_grad

@@ -4,8 +4,10 @@ A round: every SSM drafts ``gamma`` tokens per row from its own KV cache; ``majo
 draft per row on the drafts' prefix tree; the LLM scores it in one forward pass and ``verify_greedy``
 keeps the prefix it agrees with plus its own next token. Rows keep different numbers of tokens: each
 model's cache masks what a row did not keep (see ``runner.py``). Vote weights follow each SSM's own
-acceptance (multiplicative, bounded); ``gamma`` follows a running cost model. Greedy output equals the
-LLM's own greedy decoding.
+acceptance (multiplicative, bounded); ``gamma`` follows a running cost model (both decided in
+``policy.py``; this module carries them out). Greedy output equals the LLM's own greedy decoding up to
+floating point (see docs/DESIGN.md: exact where the LLM's top-2 logits are further apart than the rounding
+difference between a block pass and single-token steps).
 
 Sampling is lossless by choosing the drafting SSM *before* it samples (the one with the highest vote
 weight, a choice that does not look at this round's draws) and verifying its draft with
@@ -14,11 +16,13 @@ weight, a choice that does not look at this round's draws) and verifying its dra
 Pipeline: while the LLM verifies round t (on a side CUDA stream on GPU), the SSMs, in a worker thread,
 extend round t's candidate, guess the LLM's next token (their argmax) and draft round t+1 behind it. Where the
 LLM keeps the whole candidate and its next token is the guess, round t+1 starts verifying at once.
+
+Every model pass runs under ``torch.inference_mode()``, on the calling thread (``generate``) and on the
+drafting thread (grad mode is per thread).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -26,19 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..ops.verify import majority_vote, verify_greedy, verify_sampling
-from .runner import make_runner, position_limit, ragged_block
+from .live_slots import position_limit, ragged_block
+from .policy import LengthPolicy, OverlapPolicy, VoteWeights
+from .runner import make_runner
+from .runner_protocol import Runner
+from .sampling import Picker, nucleus
 from .stats import MinionsStats
-
-
-def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches top_p (-inf elsewhere)."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    drop = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is already full
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
 def _agreement(fed: torch.Tensor, kept: torch.Tensor) -> int:
@@ -46,19 +43,6 @@ def _agreement(fed: torch.Tensor, kept: torch.Tensor) -> int:
     n = min(fed.shape[0], kept.shape[0])
     differ = (fed[:n] != kept[:n]).nonzero()
     return int(differ[0]) if differ.numel() else n
-
-
-class _Picker:
-    """Next-token choice for drafting: greedy, or a sample from the tempered nucleus (with its probs)."""
-
-    def __init__(self, do_sample, temperature, top_p, generator):
-        self.do_sample, self.temperature, self.top_p, self.generator = do_sample, temperature, top_p, generator
-
-    def __call__(self, logits: torch.Tensor):
-        if not self.do_sample:
-            return logits.argmax(-1), None
-        q = torch.softmax(_nucleus(logits.float() / self.temperature, self.top_p), dim=-1)
-        return torch.multinomial(q, 1, generator=self.generator)[:, 0], q
 
 
 class Minions:
@@ -81,32 +65,36 @@ class Minions:
             if vocab is not None and v is not None and v != vocab:
                 raise ValueError(f"ssms[{i}] has vocabulary size {v}, the LLM {vocab}: they must share a vocabulary")
         k = len(self.ssms)
-        self.weights = torch.ones(k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if self.weights.shape != (k,) or bool((self.weights <= 0).any()):
+        initial = torch.ones(k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if initial.shape != (k,) or bool((initial <= 0).any()):
             raise ValueError(f"weights must be {k} positive numbers")
-        self.min_gamma, self.max_gamma, self.gamma, self.adaptive = min_gamma, max_gamma, gamma, adaptive
-        self.weight_lr, self.weight_bounds, self.hysteresis = weight_lr, weight_bounds, hysteresis
+        self.adaptive = adaptive
         if pipeline not in (False, True, "auto"):
             raise ValueError(f"pipeline must be False, True (always overlap) or 'auto' (overlap where it "
                              f"measures faster), got {pipeline!r}")
         self.pipeline, self.backend, self.lean_drafters, self.lean_llm = pipeline, backend, lean_drafters, lean_llm
         if not 0 <= bench_ratio <= 1 or recheck_every < 1:
             raise ValueError(f"need 0 <= bench_ratio <= 1 and recheck_every >= 1, got {bench_ratio}, {recheck_every}")
-        self.bench_ratio, self.recheck_every = bench_ratio, recheck_every
+        # the decisions (policy.py), kept across generate() calls: vote weights and benching, speculation
+        # length with its verify-cost line, and pipeline="auto"'s choice to overlap
+        self.vote = VoteWeights(k, initial, weight_lr, weight_bounds, bench_ratio, recheck_every)
+        self.length = LengthPolicy(min_gamma, max_gamma, gamma, hysteresis, recheck_every)
+        self.overlap = OverlapPolicy(hysteresis)
         self.packed_weights = packed_weights  # lean runners on CPU: oneDNN-prepacked weights
         self.rounds_total = 0  # across generate() calls: paces the rechecks of benched SSMs
         self.llm_passes_total = 0  # across generate() calls
         self.stats = MinionsStats()
-        # running cost models, kept across generate() calls: verify seconds vs tokens in the LLM block
-        # (least squares on decayed sums), and round cost with and without overlap (below)
-        self._verify_fit = torch.zeros(5, dtype=torch.float64)  # n, sum x, sum y, sum xx, sum xy
-        # per mode: decayed round seconds, decayed block widths (1 + gamma), rounds seen; the cost is seconds
-        # per block token: unlike seconds per accepted token it does not swing with the luck of acceptance
-        self._mode_cost = {True: [0.0, 0.0, 0], False: [0.0, 0.0, 0]}
-        self._rounds_seen = 0
-        self._last_faster, self._recheck_gap, self._next_recheck = None, 32, 0
         self._pool = None
-        self._acceptance_ema = 0.5
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The SSMs' current vote weights ``[K]`` (float64)."""
+        return self.vote.values
+
+    @property
+    def gamma(self) -> int:
+        """The current speculation length."""
+        return self.length.gamma
 
     @staticmethod
     def _vocab(model):
@@ -137,11 +125,10 @@ class Minions:
         longest = int(input_ids.shape[1] if attention_mask is None else attention_mask.sum(1).max())
         for name, model in [("the LLM", self.llm)] + [(f"ssms[{i}]", m) for i, m in enumerate(self.ssms)]:
             limit = position_limit(model)
-            if limit is not None and longest + max_new_tokens + self.max_gamma + 1 > limit:
+            if limit is not None and longest + max_new_tokens + self.length.max_gamma + 1 > limit:
                 raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) + max_gamma + 1 "
-                                 f"({self.max_gamma + 1}) exceeds {name}'s {limit} positions")
+                                 f"({self.length.max_gamma + 1}) exceeds {name}'s {limit} positions")
 
-    @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None, generator=None):
         """Decode like ``model.generate``: returns ``[B, T + new]`` ids, the prompt as given (left padding
@@ -153,85 +140,18 @@ class Minions:
         mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        run = _Run(self, [ids[b][mask[b]] for b in range(bsz)], device, max_new_tokens, eos,
-                   _Picker(do_sample, temperature, top_p, generator), do_sample, temperature, top_p, generator)
-        run.loop()
+        with torch.inference_mode():  # no autograd bookkeeping in any pass (the drafting thread enters its own)
+            run = _Run(self, [ids[b][mask[b]] for b in range(bsz)], device, max_new_tokens, eos,
+                       Picker(do_sample, temperature, top_p, generator), do_sample, temperature, top_p, generator)
+            run.loop()
         self.stats.wall_seconds = time.perf_counter() - start
         new = [s[p:] for s, p in zip(run.seqs, run.prompt_len)]
         width = max(n.shape[0] for n in new)
+        # built outside inference mode: an ordinary tensor the caller may edit in place, as HF's generate returns
         out = torch.full((bsz, width), pad, dtype=torch.long, device=device)
         for b, n in enumerate(new):
             out[b, : n.shape[0]] = n
         return torch.cat([ids, out], dim=1)
-
-    # ---- vote weights and speculation length ----
-    def _update_weights(self, agree, drafted, scored):
-        lo, hi = self.weight_bounds
-        rates = agree / drafted.clamp_min(1)
-        step = torch.zeros_like(rates)
-        if len(scored) > 1:  # relative to the others that drafted this round
-            step[scored] = rates[scored] - rates[scored].mean()
-        else:  # a lone drafter: against the running mean, so a weak one loses its place to the others
-            step[scored] = rates[scored] - self._acceptance_ema
-        self.weights = (self.weights * torch.exp(self.weight_lr * step)).clamp(lo, hi)
-        self._acceptance_ema = 0.9 * self._acceptance_ema + 0.1 * float(rates[scored].mean())
-
-    def _record_verify(self, tokens: int, seconds: float, decay: float = 0.97) -> None:
-        self._verify_fit *= decay
-        self._verify_fit += torch.tensor([1.0, tokens, seconds, tokens * tokens, tokens * seconds], dtype=torch.float64)
-
-    def _verify_cost(self, tokens: float) -> float:
-        """Predicted seconds of an LLM pass over ``tokens`` tokens per row: a line fitted to measured passes
-        (the first round's prefill gives the spread); a constant until the spread exists."""
-        n, sx, sy, sxx, sxy = self._verify_fit.tolist()
-        mean_x, mean_y = sx / max(n, 1e-9), sy / max(n, 1e-9)
-        var = sxx / max(n, 1e-9) - mean_x ** 2
-        slope = max((sxy / max(n, 1e-9) - mean_x * mean_y) / var, 0.0) if var > 1e-6 else 0.0
-        return mean_y + slope * (tokens - mean_x)
-
-    def _next_gamma(self, stats) -> int:
-        """Pick gamma maximising expected accepted tokens per second, with hysteresis. Acceptance: the
-        censored-geometric estimate from the verified candidates ((accepted tokens + 1) / (accepted + rejections
-        + 2)); gamma 0 (a plain LLM step) wins where speculation does not pay;
-        cost: the fitted verify line at 1 + gamma tokens + measured drafting per token (not counting
-        drafting that overlapped verification)."""
-        # Beta(1, 1) prior: a round or two of bad luck at the start of a call does not read as alpha = 0
-        alpha = min(max((stats.cand_accepted + 1) / (stats.cand_accepted + stats.cand_rejections + 2), 0.01), 0.99)
-        draft_per_token = stats.draft_seconds / max(sum(stats.chosen_lengths), 1)
-        hidden = stats.pipelined_drafts / max(stats.rounds, 1)
-
-        def rate(g):
-            expected = (1 - alpha ** (g + 1)) / (1 - alpha)
-            return expected / (self._verify_cost(g + 1) + (1 - hidden) * g * draft_per_token + 1e-9)
-
-        best = max(range(self.min_gamma, self.max_gamma + 1), key=rate)
-        choice = best if rate(best) > self.hysteresis * rate(self.gamma) else self.gamma
-        if choice == 0 and self.rounds_total % self.recheck_every == 0:
-            # plain steps measure nothing about drafting: speculate now and then to keep the estimates current
-            return max(range(1, self.max_gamma + 1), key=rate)
-        return choice
-
-    def _choose_overlap(self) -> bool:
-        """``pipeline="auto"``: overlap drafting with verification only where it measures faster: both ways are
-        tried in turn for the first rounds, then the cheaper per block token (round seconds / (1 + gamma)).
-        The other way is rechecked for one round after 32 rounds, the gap doubling (up to 512) while the
-        choice holds, back to 32 when it flips: a rare recheck costs little where one way is clearly slower
-        (2 CPU cores shared by both sides)."""
-        self._rounds_seen += 1
-        (s_on, t_on, n_on), (s_off, t_off, n_off) = self._mode_cost[True], self._mode_cost[False]
-        if n_on < 6 or n_off < 6:
-            return self._rounds_seen % 2 == 0
-        on, off = s_on / max(t_on, 1e-9), s_off / max(t_off, 1e-9)
-        # flip only on a clear difference (hysteresis)
-        faster = on * self.hysteresis < off if self._last_faster is not True else on < off * self.hysteresis
-        if faster != self._last_faster:
-            self._last_faster, self._recheck_gap = faster, 32
-            self._next_recheck = self._rounds_seen + self._recheck_gap
-        if self._rounds_seen >= self._next_recheck:
-            self._recheck_gap = min(2 * self._recheck_gap, 512)
-            self._next_recheck = self._rounds_seen + self._recheck_gap
-            return not faster
-        return faster
 
     def _worker(self) -> ThreadPoolExecutor:
         """The drafting thread, kept across rounds and generate() calls while overlapping (a fresh thread
@@ -248,13 +168,6 @@ class Minions:
         if self._pool is not None:
             self._pool_finalizer()
             self._pool = None
-
-    def _record_mode(self, overlap: bool, seconds: float, width: int) -> None:
-        """``width``: the round's block width per row (1 + gamma)."""
-        cost = self._mode_cost[overlap]
-        cost[0] = 0.95 * cost[0] + seconds
-        cost[1] = 0.95 * cost[1] + width
-        cost[2] += 1
 
 
 class _Run:
@@ -283,16 +196,16 @@ class _Run:
     def loop(self):
         while bool(self.active.any()):
             # a plain step (gamma 0) drafts nothing, so there is nothing to overlap
-            overlap = bool(self.e.pipeline) and self.e.gamma > 0 and (self.e.pipeline is True or self.e._choose_overlap())
+            overlap = bool(self.e.pipeline) and self.e.gamma > 0 and (self.e.pipeline is True or self.e.overlap.choose())
             pool = self.e._worker() if overlap else self.e._drop_worker()
             start, width = time.perf_counter(), 1 + self.e.gamma
             self.round(pool)
             self.stats.overlapped_rounds += int(overlap)
             if self.e.pipeline:
-                self.e._record_mode(overlap, time.perf_counter() - start, width)
+                self.e.overlap.record(overlap, time.perf_counter() - start, width)
 
     # ---- drafting ----
-    def draft(self, runner, seqs, n_tokens, first_greedy=False):
+    def draft(self, runner: Runner, seqs, n_tokens, first_greedy=False):
         """Feed each active row's missing tail of ``seqs`` and draft ``n_tokens`` -> (tokens, probs)."""
         active = self.active.to(self.device)
         catch = [s[int(c):] if a else s[:0] for s, c, a in zip(seqs, runner.count.tolist(), self.active.tolist())]
@@ -310,16 +223,8 @@ class _Run:
         return torch.stack(out, 1), q
 
     def drafters(self):
-        """SSMs that draft this round: for sampling the heaviest one, chosen before it samples; for the
-        greedy vote every SSM whose weight is at least ``bench_ratio`` of the heaviest (a lighter one cannot
-        carry the vote alone, and drafting costs time), with every SSM back every ``recheck_every`` rounds
-        so a benched one can earn its weight back."""
-        w = self.e.weights
-        if self.do_sample:
-            return [int(torch.argmax(w))]
-        if self.e.rounds_total % self.e.recheck_every == 0:
-            return list(range(self.k))
-        return [i for i in range(self.k) if float(w[i]) >= self.e.bench_ratio * float(w.max())]
+        """SSMs that draft this round (``VoteWeights.drafters``: benching, and sampling's single drafter)."""
+        return self.e.vote.drafters(self.e.rounds_total, self.do_sample)
 
     # ---- one round ----
     def round(self, pool):
@@ -368,7 +273,7 @@ class _Run:
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
         t_draft = time.perf_counter() - t0 - t_verify if pool is not None else t1 - t0
         if pool is None or e.pipeline is True:  # an overlapped pass shares the cores: not the pass's own cost
-            self.e._record_verify(width, t_verify)
+            e.length.verify.record(width, t_verify)
         live = self.active.clone()
         kept = self.accept(cand, accepted, nxt)
         live = live.to(accepted.device)
@@ -395,13 +300,14 @@ class _Run:
             if not self.do_sample:
                 accepted, nxt = verify_greedy(cand, cand_len, target, backend=e.backend)
             else:
-                target = _nucleus(target.float() / self.temperature, self.top_p)
+                target = nucleus(target.float() / self.temperature, self.top_p)
                 if draft_probs is None:  # a plain step (gamma 0): nothing drafted
                     draft_probs = target.new_zeros(bsz, 0, target.shape[-1])
                 accepted, nxt = verify_sampling(cand, cand_len, draft_probs, target, 1.0, uniforms=uniforms,
                                                 backend=e.backend)
         return accepted, nxt, tokens.shape[1], time.perf_counter() - t0
 
+    @torch.inference_mode()  # runs on the drafting thread, whose grad mode is its own
     def predraft(self, drafts, cand, cand_len):
         """While the LLM verifies: each drafting SSM extends the candidate, guesses the LLM's next token
         and drafts the next round behind it (used only where the whole guess comes true)."""
@@ -486,7 +392,7 @@ class _Run:
             stats.accepted_per_ssm[i] += int(agree[i])
             stats.drafted_per_ssm[i] += int(drafted[i])
         if float(drafted.sum()) > 0:
-            e._update_weights(agree, drafted, scored)
+            e.vote.update(agree, drafted, scored)
         stats.weights = e.weights.tolist()
         if e.adaptive:
-            e.gamma = e._next_gamma(stats)
+            e.length.update(stats, e.rounds_total)

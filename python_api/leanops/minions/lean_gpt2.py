@@ -4,10 +4,11 @@ A small draft model's forward pass on CPU is mostly per-call overhead in the Hug
 (config lookups, mask building, cache objects): about 0.45 ms for a 1-layer model against tens of
 microseconds of arithmetic. This runner reads the weights of a ``GPT2LMHeadModel`` and runs the same
 computation (the same ops, HF's GELU formula) as a flat sequence over a preallocated KV cache, with the
-same live-slot masking as ``runner.HFRunner``. Its logits match the HF model's to float rounding (tested).
-It runs the SSMs by default; the LLM only with ``Minions(lean_llm=True)``, since greedy exactness against
-HF's own ``generate`` then rests on argmax agreement under rounding differences (checked per run in the
-benchmark).
+same live-slot masking as ``runner.HFRunner`` (``live_slots``). Its logits match the HF model's to float
+rounding (tested). Its passes run under ``torch.inference_mode()``, whichever thread calls them. It runs
+the SSMs by default; the LLM only with ``Minions(lean_llm=True)``, since greedy agreement with HF's own
+``generate`` then rests on argmax agreement under rounding differences (equal except at near-ties of the
+LLM's top-2 logits: tests/test_minions_near_ties.py; checked per run in the benchmark).
 
 ``packed=True`` (CPU, float32, oneDNN available) multiplies by weights that oneDNN packed once, up front.
 ``addmm`` is slow on the few-row blocks of verification once the weights no longer fit in cache
@@ -22,7 +23,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from .runner import compaction_order, keep_prefix
+from .live_slots import compaction_order, keep_prefix
 
 
 def supports(model) -> bool:
@@ -111,6 +112,7 @@ class LeanGPT2Runner:
             k[:, :, :, :n], v[:, :, :, :n] = self.k, self.v
         self.k, self.v, self.capacity = k, v, capacity
 
+    @torch.inference_mode()  # whichever thread calls it: no autograd bookkeeping on the weights
     def feed(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         bsz, t = tokens.shape
         length = self.live.shape[1]

@@ -1,39 +1,22 @@
-"""Run a causal LM over a batch whose rows advance by different amounts.
+"""The runners (``runner_protocol.Runner``) for the models Minions is given, and the choice between them.
 
-Each row's sequence lives in the model's KV cache as the *live* slots of that row. A round appends the
-same number of slots to every row (a block, real tokens first and padding after); what a row does not
-keep is masked out, not removed, so one HF ``DynamicCache`` serves rows with different accepted
-lengths. Position ids count a row's live tokens, so holes do not shift positions. Slots dead in every row
-are cropped from the end; when more than half the cache is dead it is compacted.
+Each row's sequence lives in the model's KV cache as the *live* slots of that row (``live_slots``). A
+round appends the same number of slots to every row (a block, real tokens first and padding after); what
+a row does not keep is masked out, not removed, so one HF ``DynamicCache`` serves rows with different
+accepted lengths. Position ids count a row's live tokens, so holes do not shift positions. Slots dead in
+every row are cropped from the end; when more than half the cache is dead it is compacted.
 """
 from __future__ import annotations
 
 import torch
 
-
-def keep_prefix(live: torch.Tensor, count: torch.Tensor, n_keep: torch.Tensor):
-    """Keep the first ``n_keep[b]`` live tokens of each row -> ``(live, count, used)``, ``used`` being one past
-    the last slot still live in any row (slots after it can be dropped)."""
-    live = live & (live.long().cumsum(1) <= n_keep[:, None])
-    alive = live.any(0).nonzero()
-    return live, torch.minimum(count, n_keep), int(alive[-1]) + 1 if alive.numel() else 0
-
-
-def compaction_order(live: torch.Tensor, count: torch.Tensor):
-    """``(order, live)``: the slots that bring each row's live slots to the front, in order, and the live
-    mask after the move."""
-    length = int(count.max())
-    order = torch.sort((~live).to(torch.int8), dim=1, stable=True).indices[:, :length]
-    return order, torch.arange(length, device=live.device)[None, :] < count[:, None]
+from . import lean_gpt2
+from .live_slots import compaction_order, keep_prefix, position_limit
+from .runner_protocol import Runner
 
 
 def is_hf_model(model) -> bool:
     return hasattr(model, "config") and hasattr(model, "forward") and isinstance(model, torch.nn.Module)
-
-
-def position_limit(model) -> int | None:
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
 
 
 class HFRunner:
@@ -115,24 +98,10 @@ class CallableRunner:
         self.count = torch.minimum(self.count, n_keep)
 
 
-def make_runner(model, bsz: int, device, lean: bool = False, packed: bool = False):
+def make_runner(model, bsz: int, device, lean: bool = False, packed: bool = False) -> Runner:
     """The runner for a model: the lean GPT-2 runner when asked for and the weights allow it (``packed``:
     with oneDNN-prepacked weights where the CPU build has oneDNN), else HF's module with its cache,
     else a plain callable."""
-    from . import lean_gpt2
-
     if lean and lean_gpt2.supports(model):
         return lean_gpt2.LeanGPT2Runner(model, bsz, device, packed=packed)
     return HFRunner(model, bsz, device) if is_hf_model(model) else CallableRunner(model, bsz, device)
-
-
-def ragged_block(seqs: list[torch.Tensor], pad: int = 0):
-    """Right-pad 1-D token tensors into ``(tokens[B, t], valid[B, t])``; ``t`` >= 1."""
-    t = max(1, max(s.shape[0] for s in seqs))
-    device = seqs[0].device
-    tokens = torch.full((len(seqs), t), pad, dtype=torch.long, device=device)
-    valid = torch.zeros(len(seqs), t, dtype=torch.bool, device=device)
-    for b, s in enumerate(seqs):
-        tokens[b, : s.shape[0]] = s
-        valid[b, : s.shape[0]] = True
-    return tokens, valid
