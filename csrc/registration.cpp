@@ -8,8 +8,8 @@ TORCH_LIBRARY(leanops, m) {
       "merge_wavg(Tensor x, Tensor? size, Tensor src_idx, Tensor dst_idx, Tensor unm_idx, int num_protected, "
       "Tensor? channel_gate, Tensor? token_gate) -> (Tensor x_out, Tensor size_out)");
   m.def(
-      "merge_wavg_backward(Tensor grad_out, Tensor x, Tensor? size, Tensor src_idx, Tensor dst_idx, "
-      "Tensor unm_idx, int num_protected, Tensor? channel_gate, Tensor? token_gate) "
+      "merge_wavg_backward(Tensor grad_out, Tensor x, Tensor? size, Tensor size_out, Tensor src_idx, "
+      "Tensor dst_idx, Tensor unm_idx, int num_protected, Tensor? channel_gate, Tensor? token_gate) "
       "-> (Tensor grad_x, Tensor grad_channel_gate, Tensor grad_token_gate)");
   m.def("merge_slot_map(Tensor src_idx, Tensor dst_idx, Tensor unm_idx, int num_protected, int n) -> Tensor");
   m.def("unmerge(Tensor x_merged, Tensor slot_map) -> Tensor");

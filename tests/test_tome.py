@@ -5,10 +5,12 @@ import pytest
 import torch
 
 import leanops.tome as tome
-from leanops.tome.layers import sdpa_with_metric
+from leanops.tome import layers as tome_layers
+from leanops.tome.layers import sdpa_with_keys
 from leanops.tome.state import ToMeState
 
 transformers = pytest.importorskip("transformers")
+from leanops.ops.merge import bipartite_match as leanops_bipartite_match  # noqa: E402
 from transformers import (BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel, ViTConfig,  # noqa: E402
                           ViTForImageClassification, ViTModel)
 
@@ -109,10 +111,10 @@ def test_proportional_attention_equals_attention_over_duplicates():
     tokens = torch.randn(1, 4, c)
     counts = torch.tensor([[1.0, 3.0, 2.0, 1.0]])
     expanded = tokens.repeat_interleave(counts[0].long(), dim=1)
-    full, _ = sdpa_with_metric(expanded, *lin, heads, c // heads, None, 0.0, ToMeState(r=[]))
+    full, _ = sdpa_with_keys(expanded, *lin, heads, c // heads, None, 0.0, ToMeState(r=[]))
     state = ToMeState(r=[], prop_attn=True)
     state.size = counts
-    merged, _ = sdpa_with_metric(tokens, *lin, heads, c // heads, None, 0.0, state)
+    merged, _ = sdpa_with_keys(tokens, *lin, heads, c // heads, None, 0.0, state)
     first_copy = torch.tensor([0, 1, 4, 6])
     torch.testing.assert_close(merged, full[:, first_copy], rtol=1e-5, atol=1e-5)
 
@@ -143,8 +145,8 @@ def test_patch_bad_model_and_arguments():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         tome.patch("vit", r=2)
     model, _ = _vit()
-    with pytest.raises(ValueError, match="protected must be"):
-        tome.patch(model, r=2, protected=-1)
+    with pytest.raises(ValueError, match="num_protected must be"):
+        tome.patch(model, r=2, num_protected=-1)
     with pytest.raises(ValueError, match="not patched"):
         tome.token_sizes(model)
 
@@ -155,6 +157,65 @@ def test_large_r_is_clamped_per_layer():
     out = _out(model, inputs)
     assert out.shape[1] >= 1 and torch.isfinite(out).all()
     assert tome.tokens_per_layer(model)[-1] == out.shape[1]
+
+
+def _record_sdpa_masks(monkeypatch):
+    """Spy on the SDPA calls of the patched layers: the attn_mask each one got."""
+    masks = []
+    real = tome_layers.F.scaled_dot_product_attention
+
+    def spy(*args, attn_mask=None, **kwargs):
+        masks.append(attn_mask)
+        return real(*args, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(tome_layers.F, "scaled_dot_product_attention", spy)
+    return masks
+
+
+def test_no_attention_mask_while_every_size_is_one(monkeypatch):
+    """SDPA gets attn_mask=None (its fused kernels) until a layer has merged; after that, the log(size) bias."""
+    masks = _record_sdpa_masks(monkeypatch)
+    model, inputs = _vit(layers=4)
+    tome.patch(model, r=[0, 0, 5, 5])
+    _out(model, inputs)
+    assert [m is None for m in masks] == [True, True, True, False]
+    masks.clear()
+    tome.patch(model, r=0)
+    _out(model, inputs)
+    assert masks == [None] * 4
+    masks.clear()
+    tome.patch(model, r=5, prop_attn=False)
+    _out(model, inputs)
+    assert masks == [None] * 4  # no proportional attention and no padding: never a mask
+
+
+def test_padding_still_gets_its_mask_at_r0(monkeypatch):
+    masks = _record_sdpa_masks(monkeypatch)
+    model, inputs = _bert()
+    tome.patch(model, r=0)
+    _out(model, inputs)
+    assert len(masks) == 3 and all(m is not None for m in masks)
+
+
+@pytest.mark.parametrize("r", [0, [0, 3, 0, 0]])
+def test_r0_layers_run_no_merge_op(monkeypatch, r):
+    """A layer at r = 0 is a true no-op: no matching, no merge call, tokens untouched."""
+    calls = []
+    monkeypatch.setattr(tome_layers.merge_ops, "bipartite_match",
+                        lambda *a, **k: calls.append(1) or leanops_bipartite_match(*a, **k))
+    model, inputs = _vit(layers=4)
+    tome.patch(model, r=r)
+    _out(model, inputs)
+    assert len(calls) == (0 if r == 0 else 1)
+
+
+def test_r_clamped_to_zero_keeps_token_order():
+    """Once no A token is left (N = 2 with a class token), r clamps to 0 and the tokens are untouched."""
+    model, inputs = _vit(layers=8)
+    tome.patch(model, r=1000, trace_source=True)
+    hidden = _out(model, inputs)
+    assert tome.tokens_per_layer(model) == [33, 17, 9, 5, 3, 2, 2, 2] and hidden.shape[1] == 2
+    assert tome.slot_map(model)[:, 0].eq(0).all()
 
 
 def test_real_minilm_fidelity():

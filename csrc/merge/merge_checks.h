@@ -6,10 +6,11 @@
 
 namespace leanops::merge {
 
-// Token layout of DESIGN.md: tokens [0, P) protected; A = even indices >= P; B = odd indices >= P.
+// Token layout of DESIGN.md: tokens [0, P) protected (P = num_protected); A = even indices >= P;
+// B = odd indices >= P.
 struct Layout {
-  int64_t n, protected_, na, nb, first_a, first_b;
-  Layout(int64_t n_, int64_t p) : n(n_), protected_(p) {
+  int64_t n, num_protected, na, nb, first_a, first_b;
+  Layout(int64_t n_, int64_t p) : n(n_), num_protected(p) {
     const int64_t rest = n > p ? n - p : 0;
     const bool p_even = p % 2 == 0;
     na = p_even ? (rest + 1) / 2 : rest / 2;
@@ -18,8 +19,8 @@ struct Layout {
     first_b = p_even ? p + 1 : p;
   }
   int64_t effective_r(int64_t r) const { return nb > 0 ? std::min(r, na) : 0; }
-  bool is_a(int64_t i) const { return i >= protected_ && i < n && i % 2 == 0; }
-  bool is_b(int64_t i) const { return i >= protected_ && i < n && i % 2 == 1; }
+  bool is_a(int64_t i) const { return i >= num_protected && i < n && i % 2 == 0; }
+  bool is_b(int64_t i) const { return i >= num_protected && i < n && i % 2 == 1; }
   int64_t b_pos(int64_t i) const { return (i - first_b) / 2; }
 };
 
@@ -36,12 +37,12 @@ inline Layout check_match_inputs(const at::Tensor& metric, int64_t r, int64_t nu
   TORCH_CHECK(metric.dim() == 3, "metric must be 3-D [B, N, C], got ", metric.dim(), "-D");
   check_feature_dtype(metric, "metric");
   TORCH_CHECK(metric.size(2) > 0, "metric must have C > 0 channels");
-  TORCH_CHECK(num_protected >= 0, "protected must be >= 0, got ", num_protected);
-  TORCH_CHECK(num_protected <= metric.size(1), "protected (", num_protected,
+  TORCH_CHECK(num_protected >= 0, "num_protected must be >= 0, got ", num_protected);
+  TORCH_CHECK(num_protected <= metric.size(1), "num_protected (", num_protected,
               ") must be <= the number of tokens N = ", metric.size(1));
   TORCH_CHECK(r >= 0, "r must be >= 0, got ", r);
   TORCH_CHECK(r <= metric.size(1) - num_protected, "r (", r, ") is larger than the ",
-              metric.size(1) - num_protected, " mergeable tokens (N - protected)");
+              metric.size(1) - num_protected, " mergeable tokens (N - num_protected)");
   return Layout(metric.size(1), num_protected);
 }
 
@@ -53,7 +54,7 @@ inline Layout check_merge_inputs(const at::Tensor& x, const c10::optional<at::Te
   TORCH_CHECK(x.dim() == 3, "x must be 3-D [B, N, C], got ", x.dim(), "-D");
   check_feature_dtype(x, "x");
   const int64_t b = x.size(0), n = x.size(1), c = x.size(2);
-  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "protected must be in [0, N=", n, "], got ",
+  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "num_protected must be in [0, N=", n, "], got ",
               num_protected);
   Layout lay(n, num_protected);
   if (size.has_value()) {
@@ -87,6 +88,19 @@ inline Layout check_merge_inputs(const at::Tensor& x, const c10::optional<at::Te
   return lay;
 }
 
+// The backward's extra arguments: grad [B, N - r, C] and the forward's size_out [B, N - r] (float32).
+inline void check_merge_backward_inputs(const at::Tensor& grad, const at::Tensor& size_out, const at::Tensor& x,
+                                        int64_t r) {
+  const int64_t b = x.size(0), m = x.size(1) - r, c = x.size(2);
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == b && grad.size(1) == m && grad.size(2) == c,
+              "grad_out must be [B, N - r, C] = [", b, ", ", m, ", ", c, "], got ", grad.sizes());
+  TORCH_CHECK(grad.device() == x.device(), "grad_out must be on ", x.device(), ", got ", grad.device());
+  TORCH_CHECK(size_out.dim() == 2 && size_out.size(0) == b && size_out.size(1) == m,
+              "size_out must be [B, N - r] = [", b, ", ", m, "], got ", size_out.sizes());
+  TORCH_CHECK(size_out.scalar_type() == at::kFloat, "size_out must be float32, got ", size_out.scalar_type());
+  TORCH_CHECK(size_out.device() == x.device(), "size_out must be on ", x.device(), ", got ", size_out.device());
+}
+
 inline void check_slot_map(const at::Tensor& slot_map, const char* name) {
   TORCH_CHECK(slot_map.dim() == 2, name, " must be 2-D [B, N], got ", slot_map.dim(), "-D");
   TORCH_CHECK(slot_map.scalar_type() == at::kLong, name, " must be int64, got ", slot_map.scalar_type());
@@ -95,7 +109,8 @@ inline void check_slot_map(const at::Tensor& slot_map, const char* name) {
 inline Layout check_slot_map_inputs(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
                                     int64_t num_protected, int64_t n) {
   TORCH_CHECK(n >= 0, "n must be >= 0, got ", n);
-  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "protected must be in [0, n=", n, "], got ", num_protected);
+  TORCH_CHECK(num_protected >= 0 && num_protected <= n, "num_protected must be in [0, n=", n, "], got ",
+              num_protected);
   check_index(src, "src_idx", src.size(0), src);
   check_index(dst, "dst_idx", src.size(0), src);
   check_index(unm, "unm_idx", src.size(0), src);

@@ -16,8 +16,10 @@
 namespace leanops::merge {
 namespace {
 
+// The score order of DESIGN.md: NaN above every number (as torch.sort); NaN ties with NaN. Used as
+// a strict weak order, with the index breaking ties, this is a strict total order on (score, index).
 template <typename acc_t>
-inline bool beats(acc_t a, acc_t b) {  // torch's order: NaN above every number
+inline bool beats(acc_t a, acc_t b) {
   if (std::isnan(a)) return !std::isnan(b);
   return !std::isnan(b) && a > b;
 }
@@ -83,7 +85,7 @@ void merge_wavg_kernel(const at::Tensor& x, const float* size, const at::Tensor&
                        at::Tensor& x_out, at::Tensor& size_out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t bsz = x.size(0), n = x.size(1), c = x.size(2), r = src.size(1), n_unm = unm.size(1);
-  const int64_t p = lay.protected_, nb = lay.nb, m = n - r;
+  const int64_t p = lay.num_protected, nb = lay.nb, m = n - r;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* op = x_out.data_ptr<scalar_t>();
   float* sp = size_out.data_ptr<float>();
@@ -100,6 +102,11 @@ void merge_wavg_kernel(const at::Tensor& x, const float* size, const at::Tensor&
       scalar_t* orow = op + bi * m * c;
       float* srow = sp + bi * m;
       auto sz = [&](int64_t i) { return sr ? sr[i] : 1.0f; };
+      if (r == 0) {  // nothing merged: the identity, tokens in their original order
+        std::copy(xr, xr + n * c, orow);
+        for (int64_t i = 0; i < n; ++i) srow[i] = sz(i);
+        continue;
+      }
       auto copy_token = [&](int64_t from, int64_t slot) {
         std::copy(xr + from * c, xr + (from + 1) * c, orow + slot * c);
         srow[slot] = sz(from);
@@ -128,51 +135,62 @@ void merge_wavg_kernel(const at::Tensor& x, const float* size, const at::Tensor&
       }
       for (int64_t j = 0; j < nb; ++j) {
         const int64_t slot = p + n_unm + j;
-        const acc_t inv = den[j] > 0 ? acc_t(1) / den[j] : acc_t(0);  // empty (padding) slot -> 0
-        for (int64_t k = 0; k < c; ++k) orow[slot * c + k] = scalar_t(num[j * c + k] * inv);
+        scalar_t* o = orow + slot * c;
+        if (den[j] > 0) {
+          const acc_t inv = acc_t(1) / den[j];
+          for (int64_t k = 0; k < c; ++k) o[k] = scalar_t(num[j * c + k] * inv);
+        } else {  // empty (padding) slot -> 0, even where a size-0 token held NaN or inf
+          std::fill(o, o + c, scalar_t(0));
+        }
         srow[slot] = float(den[j]);
       }
     }
   });
 }
 
+// The backward divides by the forward's size_out (saved by autograd), so it needs no sums of its own.
 template <typename scalar_t>
-void merge_wavg_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const float* size, const at::Tensor& src,
-                                const at::Tensor& dst, const at::Tensor& unm, const Layout& lay, const scalar_t* cg,
-                                const scalar_t* tg, at::Tensor& gx, scalar_t* gcg, scalar_t* gtg) {
+void merge_wavg_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const float* size, const float* size_out,
+                                const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm, const Layout& lay,
+                                const scalar_t* cg, const scalar_t* tg, at::Tensor& gx, scalar_t* gcg, scalar_t* gtg) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t bsz = x.size(0), n = x.size(1), c = x.size(2), r = src.size(1), n_unm = unm.size(1);
-  const int64_t p = lay.protected_, nb = lay.nb, m = n - r;
+  const int64_t p = lay.num_protected, nb = lay.nb, m = n - r;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* gp = grad.data_ptr<scalar_t>();
   scalar_t* gxp = gx.data_ptr<scalar_t>();
   at::parallel_for(0, bsz, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> den(nb), gcg_acc(c);
+    std::vector<acc_t> gcg_acc(c);
     std::vector<char> seen(lay.na);
     for (int64_t bi = begin; bi < end; ++bi) {
       const scalar_t* xr = xp + bi * n * c;
       const scalar_t* gr = gp + bi * m * c;
       scalar_t* gxr = gxp + bi * n * c;
       const float* sr = size ? size + bi * n : nullptr;
+      const float* den = size_out + bi * m + p + n_unm;  // total size of each B slot
       const int64_t* sidx = src.data_ptr<int64_t>() + bi * r;
       const int64_t* didx = dst.data_ptr<int64_t>() + bi * r;
       const int64_t* uidx = unm.data_ptr<int64_t>() + bi * n_unm;
       check_row_indices(lay, sidx, didx, uidx, r, n_unm, seen);
+      if (r == 0) {  // the forward was the identity
+        std::copy(gr, gr + n * c, gxr);
+        if (cg) std::fill(gcg + bi * c, gcg + (bi + 1) * c, scalar_t(0));
+        continue;
+      }
       auto sz = [&](int64_t i) { return sr ? acc_t(sr[i]) : acc_t(1); };
+      auto share = [&](int64_t tok, int64_t j) { return den[j] > 0 ? sz(tok) / acc_t(den[j]) : acc_t(0); };
       for (int64_t i = 0; i < p; ++i) std::copy(gr + i * c, gr + (i + 1) * c, gxr + i * c);
       for (int64_t k = 0; k < n_unm; ++k) std::copy(gr + (p + k) * c, gr + (p + k + 1) * c, gxr + uidx[k] * c);
-      for (int64_t j = 0; j < nb; ++j) den[j] = sz(lay.first_b + 2 * j);
-      for (int64_t k = 0; k < r; ++k) den[lay.b_pos(didx[k])] += sz(sidx[k]);
       for (int64_t j = 0; j < nb; ++j) {
         const int64_t tok = lay.first_b + 2 * j;
-        const acc_t f = den[j] > 0 ? sz(tok) / den[j] : acc_t(0);
+        const acc_t f = share(tok, j);
         const scalar_t* g = gr + (p + n_unm + j) * c;
         for (int64_t k = 0; k < c; ++k) gxr[tok * c + k] = scalar_t(acc_t(g[k]) * f);
       }
       if (cg) std::fill(gcg_acc.begin(), gcg_acc.end(), acc_t(0));
       for (int64_t k = 0; k < r; ++k) {
         const int64_t j = lay.b_pos(didx[k]);
-        const acc_t f = den[j] > 0 ? sz(sidx[k]) / den[j] : acc_t(0);
+        const acc_t f = share(sidx[k], j);
         const scalar_t* g = gr + (p + n_unm + j) * c;
         const scalar_t* v = xr + sidx[k] * c;
         scalar_t* out = gxr + sidx[k] * c;
@@ -207,6 +225,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bipartite_match_cpu(const at::Ten
   at::Tensor src = at::empty({bsz, re}, opts), dst = at::empty({bsz, re}, opts);
   at::Tensor unm = at::empty({bsz, lay.na - re}, opts);
   if (bsz == 0 || lay.na == 0) return {src, dst, unm};
+  if (re == 0) {  // identity: every A token unmerged, ascending; no similarity needed
+    unm.copy_(at::arange(lay.first_a, lay.n, 2, opts).expand({bsz, lay.na}));
+    return {src, dst, unm};
+  }
   // Cosine similarities in fp32 (fp64 for double) by one batched GEMM (BLAS does this best); the
   // argmax, ranking and split that ToMe runs as separate eager ops are fused per row below.
   const at::Tensor m = metric.to(metric.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
@@ -227,7 +249,7 @@ std::tuple<at::Tensor, at::Tensor> merge_wavg_cpu(const at::Tensor& x, const c10
   const int64_t bsz = x.size(0), m = x.size(1) - src.size(1);
   at::Tensor x_out = at::empty({bsz, m, x.size(2)}, x.options());
   at::Tensor size_out = at::empty({bsz, m}, x.options().dtype(at::kFloat));
-  if (bsz == 0) return {x_out, size_out};
+  if (bsz == 0 || m == 0) return {x_out, size_out};
   const at::Tensor xc = x.contiguous(), sc = size ? size->contiguous() : at::Tensor();
   const at::Tensor si = src.contiguous(), di = dst.contiguous(), ui = unm.contiguous();
   const at::Tensor cgc = channel_gate ? channel_gate->contiguous() : at::Tensor();
@@ -241,25 +263,24 @@ std::tuple<at::Tensor, at::Tensor> merge_wavg_cpu(const at::Tensor& x, const c10
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> merge_wavg_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const c10::optional<at::Tensor>& size, const at::Tensor& src,
-    const at::Tensor& dst, const at::Tensor& unm, int64_t num_protected,
+    const at::Tensor& grad, const at::Tensor& x, const c10::optional<at::Tensor>& size, const at::Tensor& size_out,
+    const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm, int64_t num_protected,
     const c10::optional<at::Tensor>& channel_gate, const c10::optional<at::Tensor>& token_gate) {
   const Layout lay = check_merge_inputs(x, size, src, dst, unm, num_protected, channel_gate, token_gate);
-  const int64_t m = x.size(1) - src.size(1);
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == x.size(0) && grad.size(1) == m && grad.size(2) == x.size(2),
-              "grad must be [B, N - r, C], got ", grad.sizes());
-  at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor gcg = channel_gate ? at::empty_like(*channel_gate, at::MemoryFormat::Contiguous) : at::empty({0}, x.options());
-  at::Tensor gtg = token_gate ? at::empty_like(*token_gate, at::MemoryFormat::Contiguous) : at::empty({0}, x.options());
+  check_merge_backward_inputs(grad, size_out, x, src.size(1));
+  // Outputs are contiguous (as the fake kernels say), whatever the strides of the inputs.
+  at::Tensor gx = at::empty(x.sizes(), x.options());
+  at::Tensor gcg = channel_gate ? at::empty(channel_gate->sizes(), x.options()) : at::empty({0}, x.options());
+  at::Tensor gtg = token_gate ? at::empty(token_gate->sizes(), x.options()) : at::empty({0}, x.options());
   if (x.size(0) == 0) return {gx, gcg, gtg};
   const at::Tensor gc = grad.to(x.scalar_type()).contiguous(), xc = x.contiguous();
-  const at::Tensor sc = size ? size->contiguous() : at::Tensor();
+  const at::Tensor sc = size ? size->contiguous() : at::Tensor(), soc = size_out.contiguous();
   const at::Tensor si = src.contiguous(), di = dst.contiguous(), ui = unm.contiguous();
   const at::Tensor cgc = channel_gate ? channel_gate->contiguous() : at::Tensor();
   const at::Tensor tgc = token_gate ? token_gate->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "merge_wavg_backward_cpu", [&] {
     merge_wavg_backward_kernel<scalar_t>(
-        gc, xc, sc.defined() ? sc.data_ptr<float>() : nullptr, si, di, ui, lay,
+        gc, xc, sc.defined() ? sc.data_ptr<float>() : nullptr, soc.data_ptr<float>(), si, di, ui, lay,
         cgc.defined() ? cgc.data_ptr<scalar_t>() : nullptr, tgc.defined() ? tgc.data_ptr<scalar_t>() : nullptr, gx,
         cgc.defined() ? gcg.data_ptr<scalar_t>() : nullptr, tgc.defined() ? gtg.data_ptr<scalar_t>() : nullptr);
   });
@@ -281,6 +302,10 @@ at::Tensor merge_slot_map_cpu(const at::Tensor& src, const at::Tensor& dst, cons
       const int64_t* u = ui.data_ptr<int64_t>() + bi * n_unm;
       check_row_indices(lay, s, d, u, r, n_unm, seen);
       int64_t* row = out + bi * n;
+      if (r == 0) {  // nothing merged: the identity
+        std::iota(row, row + n, int64_t(0));
+        continue;
+      }
       for (int64_t i = 0; i < num_protected; ++i) row[i] = i;
       for (int64_t j = 0; j < lay.nb; ++j) row[lay.first_b + 2 * j] = num_protected + n_unm + j;
       for (int64_t k = 0; k < n_unm; ++k) row[u[k]] = num_protected + k;

@@ -14,8 +14,8 @@ std::tuple<at::Tensor, at::Tensor> merge_wavg_cpu(const at::Tensor& x, const c10
                                                   int64_t num_protected, const c10::optional<at::Tensor>& channel_gate,
                                                   const c10::optional<at::Tensor>& token_gate);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> merge_wavg_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const c10::optional<at::Tensor>& size, const at::Tensor& src,
-    const at::Tensor& dst, const at::Tensor& unm, int64_t num_protected,
+    const at::Tensor& grad, const at::Tensor& x, const c10::optional<at::Tensor>& size, const at::Tensor& size_out,
+    const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm, int64_t num_protected,
     const c10::optional<at::Tensor>& channel_gate, const c10::optional<at::Tensor>& token_gate);
 at::Tensor merge_slot_map_cpu(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& unm,
                               int64_t num_protected, int64_t n);

@@ -4,6 +4,10 @@
 
 #include <cstdio>
 
+#include <cmath>
+#include <limits>
+
+#include "common/grid_stride.h"
 #include "tests/test_util.h"
 #include "merge/merge_ops.h"
 
@@ -69,7 +73,52 @@ static void errors_name_the_argument() {
   EXPECT(s0.size(0) == 0 && s0.size(1) == 3 && u0.size(1) == 2);
 }
 
+// r' = 0 is the identity: nothing merged, tokens in their original order, slot map = arange.
+static void zero_r_is_identity() {
+  auto metric = at::randn({2, 9, 4});
+  auto [src, dst, unm] = bipartite_match_cpu(metric, 0, 1);
+  EXPECT(src.size(1) == 0 && unm.size(1) == 4);
+  auto x = at::randn({2, 9, 3});
+  auto size = at::rand({2, 9}) + 0.5;
+  auto [out, out_size] = merge_wavg_cpu(x, size, src, dst, unm, 1, c10::nullopt, c10::nullopt);
+  EXPECT(at::equal(out, x) && at::equal(out_size, size));
+  EXPECT(at::equal(merge_slot_map_cpu(src, dst, unm, 1, 9), at::arange(9).expand({2, 9})));
+  auto [gx, gcg, gtg] = merge_wavg_backward_cpu(out, x, size, out_size, src, dst, unm, 1, c10::nullopt, c10::nullopt);
+  EXPECT(at::equal(gx, out));
+  // r clamped to 0: with num_protected = N - 1 there is no B token left to merge into
+  auto [s2, d2, u2] = bipartite_match_cpu(at::randn({1, 4, 2}), 1, 3);
+  EXPECT(s2.size(1) == 0 && u2.size(1) == 1);
+}
+
+// NaN scores rank above every number (a zero metric row has NaN cosines), ties to the lower index:
+// ranks stay a permutation, every output slot is written.
+static void nan_scores_rank_first() {
+  auto metric = at::ones({1, 9, 2});
+  metric[0][4].zero_();                                   // A token 4: NaN with every B
+  metric[0][6][0] = std::numeric_limits<float>::quiet_NaN();  // A token 6: NaN too
+  auto [src, dst, unm] = bipartite_match_cpu(metric, 3, 1);
+  EXPECT(src[0][0].item<int64_t>() == 4 && src[0][1].item<int64_t>() == 6 && src[0][2].item<int64_t>() == 2);
+  EXPECT(dst[0][0].item<int64_t>() == 1 && dst[0][2].item<int64_t>() == 1);  // first NaN / first maximum
+  EXPECT(unm[0][0].item<int64_t>() == 8);
+}
+
+// The CUDA launch configuration (grid-stride loops on gridDim.x), as a host function.
+static void grid_stride_launch_config() {
+  using leanops::common::grid_stride_blocks;
+  using leanops::common::kMaxGridX;
+  EXPECT(grid_stride_blocks(0, 256) == 1);
+  EXPECT(grid_stride_blocks(1, 256) == 1);
+  EXPECT(grid_stride_blocks(257, 256) == 2);
+  EXPECT(grid_stride_blocks(70000, 1) == 70000);  // a batch past gridDim.y's 65535, on x
+  const int64_t huge = int64_t(1) << 40;           // B * N past 2^31: capped, the stride loop covers the rest
+  EXPECT(grid_stride_blocks(huge, 1) == kMaxGridX);
+  EXPECT(grid_stride_blocks(huge, 256) == huge / 256);
+}
+
 int main() {
+  zero_r_is_identity();
+  nan_scores_rank_first();
+  grid_stride_launch_config();
   hand_worked_example();
   invariants_on_random_inputs();
   errors_name_the_argument();

@@ -1,9 +1,11 @@
 """The merge family's token layout (DESIGN.md), shared by the reference, the op wrappers and the kernels.
 
-Tokens ``0..P-1`` are protected (never merged, kept first); the rest split by the parity of their
-original index: A = even indices >= P, B = odd indices >= P.
+Tokens ``0..P-1`` are protected (never merged, kept first; ``P = num_protected``); the rest split by the
+parity of their original index: A = even indices >= P, B = odd indices >= P.
 """
 from __future__ import annotations
+
+import torch
 
 
 def split_sizes(n: int, num_protected: int) -> tuple[int, int]:
@@ -25,3 +27,9 @@ def effective_r(n: int, r: int, num_protected: int) -> int:
     """``r`` clamped to what A can give (zero when there is no B token to merge into)."""
     na, nb = split_sizes(n, num_protected)
     return min(r, na) if nb > 0 else 0
+
+
+def a_b_indices(n: int, num_protected: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Original indices of the A tokens and of the B tokens, ascending."""
+    _, _, first_a, first_b = layout(n, num_protected)
+    return (torch.arange(min(first_a, n), n, 2, device=device), torch.arange(min(first_b, n), n, 2, device=device))

@@ -1,5 +1,6 @@
 """ToMe forward passes for Hugging Face encoder layers: attention through fused SDPA with the
-proportional-attention bias ``log(size)``, the key mean as the merge metric, then the merge, then the MLP.
+proportional-attention bias ``log(size)`` (no mask while every size is 1), the key mean as the merge
+metric, then the merge, then the MLP.
 
 One small adapter per layer family says where its projections and norms are.
 """
@@ -10,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._token_layout import effective_r
 from ..ops import merge as merge_ops
 from .state import ToMeState
 
@@ -17,9 +19,14 @@ _LOG_TINY = math.log(1e-30)  # bias for padding (size 0): masked without -inf, s
 
 
 def attention_bias(state: ToMeState, dtype: torch.dtype) -> torch.Tensor | None:
-    """``[B, 1, 1, N]`` additive key bias: log(size) with proportional attention, else a padding mask."""
+    """``[B, 1, 1, N]`` additive key bias, or None when it would be all zeros.
+
+    With proportional attention the bias is ``log(size)``; until a layer of this forward has merged
+    (``state.merged``, tracked in Python, so no device sync) every size is 1 and, without padding, the
+    bias is zero: SDPA then gets no mask, which lets it pick its fused flash kernel on a GPU.
+    """
     size = state.size
-    if size is None:
+    if size is None or (not state.merged and not state.has_padding):
         return None
     if state.prop_attn:
         bias = torch.log(size.clamp_min(1e-30))
@@ -30,8 +37,11 @@ def attention_bias(state: ToMeState, dtype: torch.dtype) -> torch.Tensor | None:
     return bias[:, None, None, :].to(dtype)
 
 
-def sdpa_with_metric(x, q_proj, k_proj, v_proj, num_heads, head_dim, scale, dropout_p, state):
-    """Multi-head attention with SDPA; returns (context [B,N,H*D], metric = keys averaged over heads)."""
+def sdpa_with_keys(x, q_proj, k_proj, v_proj, num_heads, head_dim, scale, dropout_p, state):
+    """Multi-head attention with SDPA; returns (context [B,N,H*D], keys [B,H,N,D]).
+
+    The merge metric is the keys averaged over heads (``keys.mean(1)``), computed only by a layer
+    that merges."""
     bsz, n, _ = x.shape
     shape = (bsz, n, num_heads, head_dim)
     q = q_proj(x).view(shape).transpose(1, 2)
@@ -39,45 +49,52 @@ def sdpa_with_metric(x, q_proj, k_proj, v_proj, num_heads, head_dim, scale, drop
     v = v_proj(x).view(shape).transpose(1, 2)
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_bias(state, q.dtype), dropout_p=dropout_p,
                                          scale=scale)
-    return ctx.transpose(1, 2).reshape(bsz, n, num_heads * head_dim), k.mean(dim=1)
+    return ctx.transpose(1, 2).reshape(bsz, n, num_heads * head_dim), k
 
 
 def init_from_mask(state: ToMeState, x: torch.Tensor, attention_mask) -> None:
     """First layer: every token has size 1, padding (from the HF mask) size 0."""
     bsz, n, _ = x.shape
     size = torch.ones(bsz, n, dtype=torch.float32, device=x.device)
+    state.has_padding = False
     if attention_mask is not None:
         row = attention_mask[:, 0, 0, :] if attention_mask.dim() == 4 else attention_mask
         valid = row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
         if valid.shape[-1] == n:
             size = size * valid.to(torch.float32)
+            state.has_padding = bool((size == 0).any())  # one check per forward, not one device sync per layer
     state.size = size
-    state.has_padding = bool((size == 0).any())  # one check per forward, not one device sync per layer
     if state.trace_source:
         state.slot_map = torch.arange(n, device=x.device).expand(bsz, n).contiguous()
 
 
-def merge_tokens(state: ToMeState, x: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
-    """Merge ``r`` tokens of this layer (bipartite soft matching + size-weighted average)."""
+def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Merge ``r`` tokens of this layer (bipartite soft matching + size-weighted average).
+
+    A layer whose r is 0, or clamped to 0 (no A or no B token left), returns ``x`` itself: the
+    identity, with no metric, no op and no reordering."""
     r = state.r[state.layer] if state.layer < len(state.r) else 0
     state.layer += 1
     bsz, n, _ = x.shape
-    r = min(r, n - min(state.protected, n))
+    p = min(state.num_protected, n)
+    r = effective_r(n, min(r, n - p), p)
     if r <= 0:
         state.tokens_per_layer.append(n)
         return x
+    state.merged = True
     if state.ideal:  # cost-free baseline: same token counts, no matching, no averaging
         x = x[:, : n - r]
         state.size = state.size[:, : n - r]
         state.tokens_per_layer.append(x.shape[1])
         return x
+    metric = keys.mean(dim=1)
     size = state.size
     if state.has_padding:  # padding merges with padding first
         metric = torch.where(size[..., None] > 0, metric, torch.ones_like(metric))
-    src, dst, unm = merge_ops.bipartite_match(metric, r, state.protected)
-    x, state.size = merge_ops.merge_wavg(x, size, src, dst, unm, state.protected, validate=False)
+    src, dst, unm = merge_ops.bipartite_match(metric, r, p)
+    x, state.size = merge_ops.merge_wavg(x, size, src, dst, unm, p, validate=False)
     if state.trace_source:
-        step = merge_ops.merge_slot_map(src, dst, unm, state.protected, n, validate=False)
+        step = merge_ops.merge_slot_map(src, dst, unm, p, n, validate=False)
         state.slot_map = merge_ops.compose_slot_maps(state.slot_map, step)
     state.tokens_per_layer.append(x.shape[1])
     return x
@@ -89,11 +106,11 @@ def vit_layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
     if state.size is None:
         init_from_mask(state, hidden_states, attention_mask)
     attn = layer.attention
-    ctx, metric = sdpa_with_metric(layer.layernorm_before(hidden_states), attn.q_proj, attn.k_proj, attn.v_proj,
+    ctx, keys = sdpa_with_keys(layer.layernorm_before(hidden_states), attn.q_proj, attn.k_proj, attn.v_proj,
                                    attn.num_attention_heads, attn.head_dim, attn.scaling,
                                    attn.attention_dropout if layer.training else 0.0, state)
     x = hidden_states + layer.dropout(attn.o_proj(ctx))
-    x = merge_tokens(state, x, metric)
+    x = merge_tokens(state, x, keys)
     return x + layer.dropout(layer.mlp(layer.layernorm_after(x)))
 
 
@@ -103,11 +120,11 @@ def clip_layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
     if state.size is None:
         init_from_mask(state, hidden_states, attention_mask)
     attn = layer.self_attn
-    ctx, metric = sdpa_with_metric(layer.layer_norm1(hidden_states), attn.q_proj, attn.k_proj, attn.v_proj,
+    ctx, keys = sdpa_with_keys(layer.layer_norm1(hidden_states), attn.q_proj, attn.k_proj, attn.v_proj,
                                    attn.num_heads, attn.head_dim, attn.scale,
                                    attn.dropout if layer.training else 0.0, state)
     x = hidden_states + attn.out_proj(ctx)
-    x = merge_tokens(state, x, metric)
+    x = merge_tokens(state, x, keys)
     return x + layer.mlp(layer.layer_norm2(x))
 
 
@@ -117,11 +134,11 @@ def bert_layer_forward(layer, hidden_states, attention_mask=None, *args, **kwarg
     if state.size is None:
         init_from_mask(state, hidden_states, attention_mask)
     self_attn = layer.attention.self
-    ctx, metric = sdpa_with_metric(hidden_states, self_attn.query, self_attn.key, self_attn.value,
+    ctx, keys = sdpa_with_keys(hidden_states, self_attn.query, self_attn.key, self_attn.value,
                                    self_attn.num_attention_heads, self_attn.attention_head_size, self_attn.scaling,
                                    self_attn.dropout.p if layer.training else 0.0, state)
     x = layer.attention.output(ctx, hidden_states)
-    x = merge_tokens(state, x, metric)
+    x = merge_tokens(state, x, keys)
     return layer.output(layer.intermediate(x), x)
 
 

@@ -21,21 +21,23 @@ def _tome_class(cls: type) -> type:
     return type(f"ToMe{cls.__name__}", (cls,), {"forward": forward, "_tome_original_class": cls})
 
 
-def patch(model: nn.Module, r=0, prop_attn: bool = True, trace_source: bool = False, protected: int = 1,
+def patch(model: nn.Module, r=0, prop_attn: bool = True, trace_source: bool = False, num_protected: int = 1,
           _ideal: bool = False) -> nn.Module:
     """Apply token merging to ``model`` in place and return it.
 
     r: int, ``(r, inflect)`` ramp, or a per-layer list (see ``schedule.r_schedule``).
-    prop_attn: proportional attention (``log(size)`` added to the attention logits inside SDPA).
+    A layer whose r is 0 (or clamped to 0) changes nothing: tokens stay in their order.
+    prop_attn: proportional attention (``log(size)`` added to the attention logits inside SDPA); SDPA gets
+    no mask at all until a layer has merged (all sizes are 1) unless there is padding.
     trace_source: keep the token -> slot index map (``slot_map(model)``) for visualisation/unmerging.
-    protected: leading tokens never merged (1: the class token).
+    num_protected: leading tokens never merged (1: the class token).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if type(model).__name__ not in SUPPORTED and not any(type(model).__name__.startswith(s) for s in SUPPORTED):
         raise TypeError(f"model must be one of {SUPPORTED} (Hugging Face transformers), got {type(model).__name__}")
-    if isinstance(protected, bool) or not isinstance(protected, int) or protected < 0:
-        raise ValueError(f"protected must be an int >= 0, got {protected!r}")
+    if isinstance(num_protected, bool) or not isinstance(num_protected, int) or num_protected < 0:
+        raise ValueError(f"num_protected must be an int >= 0, got {num_protected!r}")
     check_transformers()  # the layer adapters read attribute names of recent transformers
     if hasattr(model, "_tome_state"):
         unpatch(model)
@@ -43,7 +45,7 @@ def patch(model: nn.Module, r=0, prop_attn: bool = True, trace_source: bool = Fa
     if not layers:
         raise TypeError(f"no supported encoder layers ({', '.join(LAYER_FORWARDS)}) found in {type(model).__name__}")
     state = ToMeState(r=r_schedule(r, len(layers)), prop_attn=bool(prop_attn), trace_source=bool(trace_source),
-                      protected=protected, ideal=_ideal)
+                      num_protected=num_protected, ideal=_ideal)
     for layer in layers:
         layer.__class__ = _tome_class(type(layer))
         layer._tome_state = state
