@@ -30,7 +30,7 @@ TORCH_LIBRARY(leanops, m) {
         "Tensor candidate_len)");
   m.def("verify_greedy(Tensor candidate, Tensor candidate_len, Tensor target_logits) -> (Tensor accepted, "
         "Tensor next_token)");
-  m.def("verify_greedy_ragged(Tensor candidates, Tensor cu_lens, Tensor target_logits) -> (Tensor accepted, "
+  m.def("verify_greedy_ragged(Tensor candidates, Tensor offsets, Tensor target_logits) -> (Tensor accepted, "
         "Tensor next_token)");
   m.def("verify_sampling(Tensor candidate, Tensor candidate_len, Tensor draft_probs, Tensor target_logits, "
         "float temperature, Tensor uniforms) -> (Tensor accepted, Tensor next_token)");

@@ -71,11 +71,11 @@ def test_verify_greedy_and_ragged_equal_reference(backend, case):
     want = ref.verify_greedy(cand.cpu(), lens.cpu(), logits.cpu())
     got = leanops.verify_greedy(cand, lens, logits, backend=name)
     assert all(torch.equal(x.cpu(), y) for x, y in zip(got, want))
-    cu = leanops.lengths_to_offsets(lens.cpu()).to(device)
+    offsets = leanops.lengths_to_offsets(lens.cpu()).to(device)
     flat = torch.cat([cand[i, : lens[i]] for i in range(cand.shape[0])]) if cand.shape[0] else cand.new_zeros(0)
     rows = torch.cat([logits[i, : lens[i] + 1] for i in range(cand.shape[0])]) if cand.shape[0] else \
         logits.new_zeros(0, logits.shape[2])
-    got = leanops.verify_greedy_ragged(flat, cu, rows, backend=name)
+    got = leanops.verify_greedy_ragged(flat, offsets, rows, backend=name)
     assert all(torch.equal(x.cpu(), y) for x, y in zip(got, want))
 
 
@@ -152,10 +152,10 @@ def test_opcheck(backend):
     ops = torch.ops.leanops
     torch.library.opcheck(getattr(ops, "verify_greedy" + suffix), (cand, lens, logits))
     torch.library.opcheck(getattr(ops, "verify_sampling" + suffix), (cand, lens, q, logits, 0.8, u))
-    cu = leanops.lengths_to_offsets(lens.cpu()).to(device)
+    offsets = leanops.lengths_to_offsets(lens.cpu()).to(device)
     flat = torch.cat([cand[i, : lens[i]] for i in range(3)])
     rows = torch.cat([logits[i, : lens[i] + 1] for i in range(3)])
-    torch.library.opcheck(getattr(ops, "verify_greedy_ragged" + suffix), (flat, cu, rows))
+    torch.library.opcheck(getattr(ops, "verify_greedy_ragged" + suffix), (flat, offsets, rows))
     drafts = torch.randint(0, 3, (3, 4, 5), device=device)
     torch.library.opcheck(getattr(ops, "majority_vote" + suffix), (drafts, torch.randint(0, 6, (3, 4), device=device),
                                                                   torch.rand(4, device=device)))
@@ -209,5 +209,5 @@ def test_sampling_and_vote_bad_input():
         leanops.majority_vote(drafts, torch.ones(2, 3, dtype=torch.long), torch.ones(4))
     with pytest.raises(ValueError, match="draft_len holds values outside"):
         leanops.majority_vote(drafts, torch.full((2, 3), 5), torch.ones(3))
-    with pytest.raises(ValueError, match="cu_lens must start at 0"):
+    with pytest.raises(ValueError, match="offsets must start at 0"):
         leanops.verify_greedy_ragged(torch.zeros(3, dtype=torch.long), torch.tensor([1, 3]), torch.zeros(4, 5))

@@ -1,9 +1,10 @@
 """Triton kernels of the verify family (Minions): ``torch.ops.leanops.*_triton``.
 
-Greedy: one program per (row, position) takes the argmax over V blocks, then one program per row finds
-the first mismatch. Sampling: one program per (row, position) computes the tempered log-sum-exp in one
-pass and the accept test; one program per row then samples the next token by inverse CDF over
-``max(0, p - q)`` (or ``p``). Probabilities are in float64 so every backend decides alike.
+Greedy (dense and ragged) and sampling: one program per batch row walks the row's positions in order,
+each position one blocked pass over V, and stops at the first mismatch (greedy) or rejection (sampling).
+So a row reads only the logits rows its decision needs (ragged: only rows of its own range), and of
+``draft_probs`` only ``q(x_i)`` at the positions it tests and the one row of a rejection. Probabilities
+are in float64 so every backend takes the same decisions. The contract is in docs/DESIGN.md (verify).
 """
 from __future__ import annotations
 
@@ -14,49 +15,59 @@ import triton.language as tl
 from ._common import acc_tl_dtype, launch, pow2, register_op
 
 BLOCK_V = 1024
+_NO_INDEX = 2147483647  # larger than any index within one block pass
+# Under TRITON_INTERPRET a boolean scalar that comes from a reduction cannot be broadcast into a block mask
+# (the interpreter gives the mask an integer dtype), so such scalars enter masks as integer bounds:
+# ``j < tl.where(flag, V, 0)`` rather than ``(j < V) & flag``.
 
 
 @triton.jit
-def _argmax_rows_kernel(logits_ptr, out_ptr, V, BLOCK_V: tl.constexpr, ACC: tl.constexpr):
-    """out[row] = first index of the maximum of logits[row, :V]."""
-    row = tl.program_id(0)
-    best = tl.full([1], float("-inf"), ACC)
-    arg = tl.zeros([1], dtype=tl.int64)
+def _row_argmax(row_ptr, V, BLOCK_V: tl.constexpr, ACC: tl.constexpr):
+    """First index of the maximum of ``row[:V]``, NaN above every number (torch.argmax's order).
+
+    ``tl.max`` drops NaN, so NaN is looked for explicitly: the first NaN wins over any number."""
+    best = tl.full((), float("-inf"), ACC)
+    arg = tl.zeros((), dtype=tl.int64)
+    seen_nan = tl.zeros((), dtype=tl.int1)
     for v0 in range(0, V, BLOCK_V):
         j = v0 + tl.arange(0, BLOCK_V)
-        x = tl.load(logits_ptr + row.to(tl.int64) * V + j, mask=j < V, other=float("-inf")).to(ACC)
+        x = tl.load(row_ptr + j, mask=j < V, other=float("-inf")).to(ACC)
+        nan = x != x
+        first_nan = tl.min(tl.where(nan, j, _NO_INDEX), axis=0).to(tl.int64)
+        block_nan = first_nan < _NO_INDEX
+        x = tl.where(nan, float("-inf"), x)
         m = tl.max(x, axis=0)
-        i = tl.min(tl.where(x == m, j, 2147483647), axis=0).to(tl.int64)
-        better = m > best  # strict: an earlier block keeps ties
-        arg = tl.where(better, i, arg)
-        best = tl.where(better, m, best)
-    tl.store(out_ptr + row + tl.zeros([1], dtype=tl.int32), arg)
+        i = tl.min(tl.where((x == m) & (j < V), j, _NO_INDEX), axis=0).to(tl.int64)
+        take_nan = (~seen_nan) & block_nan
+        take_max = (~seen_nan) & (~block_nan) & (m > best)  # strict: an earlier block keeps ties
+        arg = tl.where(take_nan, first_nan, tl.where(take_max, i, arg))
+        best = tl.where(take_max, m, best)
+        seen_nan = seen_nan | block_nan
+    return arg  # an all -inf row: 0, as torch
 
 
 @triton.jit
-def _first_mismatch_kernel(cand_ptr, row_start_ptr, len_ptr, argmax_ptr, acc_ptr, next_ptr, S_STRIDE, A_STRIDE,
-                           RAGGED: tl.constexpr):
-    """accepted = leading candidate tokens equal to the argmax; next = the argmax after them."""
-    b = tl.program_id(0)
-    zero = tl.zeros([1], dtype=tl.int32)
-    if RAGGED:
-        c0 = tl.load(row_start_ptr + b + zero)
-        n = tl.load(row_start_ptr + b + 1 + zero) - c0
-        a0 = c0 + b
+def _greedy_kernel(cand_ptr, offsets_ptr, len_ptr, logits_ptr, acc_ptr, next_ptr, S, V, RAGGED: tl.constexpr,
+                   BLOCK_V: tl.constexpr, ACC: tl.constexpr):
+    """One program per batch row: argmax of position 0, 1, ... while the candidate token equals it."""
+    b = tl.program_id(0).to(tl.int64)
+    if RAGGED:  # the row's tokens are candidates[offsets[b]:offsets[b+1]], its logits rows offsets[b] + b ...
+        c0 = tl.load(offsets_ptr + b)
+        n = tl.load(offsets_ptr + b + 1) - c0
+        r0 = c0 + b
     else:
-        c0 = (b * S_STRIDE + zero).to(tl.int64)
-        n = tl.load(len_ptr + b + zero)
-        a0 = (b * A_STRIDE + zero).to(tl.int64)
-    accepted = tl.zeros([1], dtype=tl.int64)
-    going = accepted == 0
-    for i in range(0, S_STRIDE):
-        live = going & (i < n)
-        tok = tl.load(cand_ptr + c0 + i, mask=live, other=-1)
-        am = tl.load(argmax_ptr + a0 + i, mask=live, other=-2)
-        going = live & (tok == am)
-        accepted += going.to(tl.int64)
-    tl.store(acc_ptr + b + zero, accepted)
-    tl.store(next_ptr + b + zero, tl.load(argmax_ptr + a0 + accepted))
+        c0 = b * S
+        n = tl.load(len_ptr + b)
+        r0 = b * (S + 1)
+    a = tl.zeros((), dtype=tl.int64)
+    t = _row_argmax(logits_ptr + r0 * V, V, BLOCK_V, ACC)
+    go = (a < n) & (t == tl.load(cand_ptr + c0 + a, mask=a < n, other=-1))
+    while go:
+        a += 1
+        t = _row_argmax(logits_ptr + (r0 + a) * V, V, BLOCK_V, ACC)
+        go = (a < n) & (t == tl.load(cand_ptr + c0 + a, mask=a < n, other=-1))
+    tl.store(acc_ptr + b, a)
+    tl.store(next_ptr + b, t)
 
 
 @register_op("leanops::verify_greedy_triton", mutates_args={})
@@ -68,107 +79,112 @@ def verify_greedy_triton(candidate: torch.Tensor, candidate_len: torch.Tensor,
     nxt = candidate.new_empty(bsz)
     if bsz == 0:
         return accepted, nxt
-    argmax = candidate.new_empty(bsz * (s + 1))
-    launch(_argmax_rows_kernel, (bsz * (s + 1),), target_logits.contiguous(), argmax, v,
-            BLOCK_V=pow2(v, 16, BLOCK_V), ACC=acc_tl_dtype(target_logits))
-    launch(_first_mismatch_kernel, (bsz,), candidate.contiguous(), candidate_len, candidate_len.contiguous(), argmax,
-            accepted, nxt, s, s + 1, RAGGED=False)
+    lens = candidate_len.contiguous()
+    launch(_greedy_kernel, (bsz,), candidate.contiguous(), lens, lens, target_logits.contiguous(), accepted, nxt, s,
+           v, RAGGED=False, BLOCK_V=pow2(v, 16, BLOCK_V), ACC=acc_tl_dtype(target_logits))
     return accepted, nxt
 
 
 @register_op("leanops::verify_greedy_ragged_triton", mutates_args={})
-def verify_greedy_ragged_triton(candidates: torch.Tensor, cu_lens: torch.Tensor,
+def verify_greedy_ragged_triton(candidates: torch.Tensor, offsets: torch.Tensor,
                                 target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    bsz = cu_lens.shape[0] - 1
-    rows, v = target_logits.shape
+    bsz = offsets.shape[0] - 1
+    v = target_logits.shape[1]
     accepted = candidates.new_empty(bsz)
     nxt = candidates.new_empty(bsz)
     if bsz == 0:
         return accepted, nxt
-    argmax = candidates.new_empty(rows)
-    launch(_argmax_rows_kernel, (rows,), target_logits.contiguous(), argmax, v, BLOCK_V=pow2(v, 16, BLOCK_V),
-            ACC=acc_tl_dtype(target_logits))
-    # loop bound: T (no row is longer); a data-dependent max would not trace under torch.compile
-    launch(_first_mismatch_kernel, (bsz,), candidates.contiguous(), cu_lens.contiguous(), cu_lens, argmax, accepted,
-            nxt, candidates.shape[0], 0, RAGGED=True)
+    off = offsets.contiguous()
+    launch(_greedy_kernel, (bsz,), candidates.contiguous(), off, off, target_logits.contiguous(), accepted, nxt, 0, v,
+           RAGGED=True, BLOCK_V=pow2(v, 16, BLOCK_V), ACC=acc_tl_dtype(target_logits))
     return accepted, nxt
 
 
 @triton.jit
-def _position_kernel(logits_ptr, cand_ptr, len_ptr, q_ptr, u_ptr, lse_ptr, ok_ptr, S, V, inv_t,
-                     BLOCK_V: tl.constexpr):
-    """Per (row, position): tempered log-sum-exp in one pass; for i < len the accept test u*q(x) <= p(x)."""
-    b = tl.program_id(0)
-    i = tl.program_id(1)
-    zero = tl.zeros([1], dtype=tl.int32)
-    base = (b * (S + 1) + i).to(tl.int64) * V
-    m = tl.full([1], float("-inf"), tl.float64)
-    acc = tl.zeros([1], dtype=tl.float64)
+def _row_lse(row_ptr, V, temperature, BLOCK_V: tl.constexpr):
+    """Log-sum-exp of one position's tempered logits z = logit / temperature (float64), in one pass, and
+    whether the position has no distribution (a NaN or +inf z, or every z = -inf)."""
+    m = tl.full((), float("-inf"), tl.float64)
+    acc = tl.zeros((), dtype=tl.float64)
+    bad = tl.zeros((), dtype=tl.int1)
     for v0 in range(0, V, BLOCK_V):
         j = v0 + tl.arange(0, BLOCK_V)
-        x = tl.load(logits_ptr + base + j, mask=j < V, other=float("-inf")).to(tl.float64) * inv_t
-        m_new = tl.maximum(m, tl.max(x, axis=0))
-        # while every logit so far is -inf (masked by top-p) there is nothing to rescale: avoid -inf - -inf
+        z = tl.load(row_ptr + j, mask=j < V, other=float("-inf")).to(tl.float64) / temperature
+        undefined = (z != z) | (z == float("inf"))
+        bad = bad | (tl.max(undefined.to(tl.int32), axis=0) > 0)
+        z = tl.where(undefined, float("-inf"), z)
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        # while every z so far is -inf (masked by top-p) there is nothing to rescale: avoid -inf - -inf
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        acc = acc * tl.exp(m - shift) + tl.sum(tl.exp(x - shift), axis=0)
+        acc = acc * tl.exp(m - shift) + tl.sum(tl.exp(z - shift), axis=0)
         m = m_new
-    lse = m + tl.log(acc)
-    tl.store(lse_ptr + b * (S + 1) + i + zero, lse)
-    n = tl.load(len_ptr + b + zero)
-    live = ((zero + i) < n) & ((zero + i) < S)  # [1]-shaped masks (0-d ones upset the interpreter)
-    tok = tl.load(cand_ptr + b * S + i + zero, mask=live, other=0)
-    p_x = tl.exp(tl.load(logits_ptr + base + tok, mask=live, other=0.0).to(tl.float64) * inv_t - lse)
-    q_x = tl.load(q_ptr + (b * S + i).to(tl.int64) * V + tok, mask=live, other=0.0).to(tl.float64)
-    u = tl.load(u_ptr + b * (S + 1) + i + zero, mask=live, other=0.0).to(tl.float64)
-    tl.store(ok_ptr + b * S + i + zero, (u * q_x <= p_x).to(tl.int32), mask=live)
+    return m + tl.log(acc), bad | (m == float("-inf"))
 
 
 @triton.jit
-def _sample_kernel(logits_ptr, len_ptr, q_ptr, u_ptr, lse_ptr, ok_ptr, acc_ptr, next_ptr, S, V, inv_t,
-                   BLOCK_V: tl.constexpr):
-    """First rejection, then an inverse-CDF draw from max(0, p - q) there (or from p after a full accept)."""
-    b = tl.program_id(0)
-    zero = tl.zeros([1], dtype=tl.int32)
-    n = tl.load(len_ptr + b + zero)
-    accepted = tl.zeros([1], dtype=tl.int64)
-    going = accepted == 0
-    for i in range(0, S):
-        going = going & (i < n) & (tl.load(ok_ptr + b * S + i + zero, mask=going & (i < n), other=0) == 1)
-        accepted += going.to(tl.int64)
-    rejected = accepted < n
-    lse = tl.load(lse_ptr + b * (S + 1) + accepted)
-    base = (b * (S + 1) + accepted).to(tl.int64) * V
-    qbase = (b * S + tl.minimum(accepted, S - 1)).to(tl.int64) * V
-    total = tl.zeros([1], dtype=tl.float64)
+def _accepts(row_ptr, tok_ptr, q_ptr, u_ptr, a, n, lse, bad, temperature):
+    """Whether the candidate token at position a (< n, defined) passes u * q(x) <= p(x)."""
+    live = (a < n) & (~bad)
+    tok = tl.load(tok_ptr + a, mask=live, other=0)
+    p_x = tl.exp(tl.load(row_ptr + tok, mask=live, other=0.0).to(tl.float64) / temperature - lse)
+    q_x = tl.load(q_ptr + tok, mask=live, other=0.0).to(tl.float64)
+    u = tl.load(u_ptr + a, mask=live, other=0.0)
+    return live & (u * q_x <= p_x)
+
+
+@triton.jit
+def _residual(row_ptr, q_ptr, j, V, lse, temperature, use_q):
+    """max(0, p - q) over one block (p alone where use_q is false); 0 past V."""
+    p = tl.exp(tl.load(row_ptr + j, mask=j < V, other=float("-inf")).to(tl.float64) / temperature - lse)
+    q = tl.load(q_ptr + j, mask=j < tl.where(use_q, V, 0), other=0.0).to(tl.float64)
+    return tl.where(j < V, tl.maximum(p - q, 0.0), 0.0)
+
+
+@triton.jit
+def _sampling_kernel(logits_ptr, cand_ptr, len_ptr, q_ptr, u_ptr, temp_ptr, acc_ptr, next_ptr, S, V,
+                     BLOCK_V: tl.constexpr):
+    """One program per batch row: accept tests at positions 0, 1, ... until the first rejection, then an
+    inverse-CDF draw from max(0, p - q) there (from p if that is all zero, or after a full accept)."""
+    b = tl.program_id(0).to(tl.int64)
+    temperature = tl.load(temp_ptr)
+    n = tl.load(len_ptr + b)
+    rows = logits_ptr + b * (S + 1) * V
+    toks = cand_ptr + b * S
+    qb = q_ptr + b * S * V
+    ub = u_ptr + b * (S + 1)
+    a = tl.zeros((), dtype=tl.int64)
+    lse, bad = _row_lse(rows, V, temperature, BLOCK_V)
+    go = _accepts(rows, toks, qb, ub, a, n, lse, bad, temperature)
+    while go:
+        a += 1
+        lse, bad = _row_lse(rows + a * V, V, temperature, BLOCK_V)
+        go = _accepts(rows + a * V, toks, qb + a * V, ub, a, n, lse, bad, temperature)
+    row = rows + a * V
+    qrow = qb + tl.minimum(a, S - 1) * V  # read only after a rejection (a < n <= S)
+    rejected = a < n
+    total = tl.zeros((), dtype=tl.float64)
     for v0 in range(0, V, BLOCK_V):
-        j = v0 + tl.arange(0, BLOCK_V)
-        p = tl.exp(tl.load(logits_ptr + base + j, mask=j < V, other=float("-inf")).to(tl.float64) * inv_t - lse)
-        q = tl.load(q_ptr + qbase + j, mask=(j < V) & rejected, other=0.0).to(tl.float64)
-        total += tl.sum(tl.maximum(p - q, 0.0), axis=0)
-    use_p = total <= 0  # p == q: nothing to correct, sample from p
-    if tl.sum(use_p.to(tl.int32), axis=0) > 0:
-        total = tl.zeros([1], dtype=tl.float64)
+        total += tl.sum(_residual(row, qrow, v0 + tl.arange(0, BLOCK_V), V, lse, temperature, rejected), axis=0)
+    use_q = rejected & (total > 0)  # p == q leaves nothing to correct: sample from p
+    if rejected & (~use_q):
+        total = tl.zeros((), dtype=tl.float64)
         for v0 in range(0, V, BLOCK_V):
-            j = v0 + tl.arange(0, BLOCK_V)
-            total += tl.sum(tl.exp(tl.load(logits_ptr + base + j, mask=j < V, other=float("-inf")).to(tl.float64)
-                                   * inv_t - lse), axis=0)
-    threshold = tl.load(u_ptr + b * (S + 1) + S + zero).to(tl.float64) * total
-    cdf = tl.zeros([1], dtype=tl.float64)
-    pick = tl.full([1], V - 1, tl.int64)
-    found = pick < 0
+            total += tl.sum(_residual(row, qrow, v0 + tl.arange(0, BLOCK_V), V, lse, temperature, use_q), axis=0)
+    threshold = tl.load(ub + S) * total
+    cdf = tl.zeros((), dtype=tl.float64)
+    pick = tl.full((), -1, tl.int64)
+    last = tl.full((), -1, tl.int64)  # last token with mass: the pick if rounding leaves cdf <= threshold
     for v0 in range(0, V, BLOCK_V):
         j = v0 + tl.arange(0, BLOCK_V)
-        p = tl.exp(tl.load(logits_ptr + base + j, mask=j < V, other=float("-inf")).to(tl.float64) * inv_t - lse)
-        q = tl.load(q_ptr + qbase + j, mask=(j < V) & rejected & ~use_p, other=0.0).to(tl.float64)
-        r = tl.where(j < V, tl.maximum(p - q, 0.0), 0.0)
+        r = _residual(row, qrow, j, V, lse, temperature, use_q)
         c = cdf + tl.cumsum(r, axis=0)
-        hit = tl.min(tl.where((c > threshold) & (j < V), j, 2147483647), axis=0).to(tl.int64)
-        take = (~found) & (hit < 2147483647)
-        pick = tl.where(take, hit, pick)
-        found = found | take
+        hit = tl.min(tl.where((c > threshold) & (r > 0), j, _NO_INDEX), axis=0).to(tl.int64)
+        pick = tl.where((pick < 0) & (hit < _NO_INDEX), hit, pick)
+        last = tl.maximum(last, tl.max(tl.where(r > 0, j, -1), axis=0).to(tl.int64))
         cdf += tl.sum(r, axis=0)
-    tl.store(acc_ptr + b + zero, accepted)
-    tl.store(next_ptr + b + zero, pick)
+    pick = tl.where(pick < 0, last, pick)
+    tl.store(acc_ptr + b, a)
+    tl.store(next_ptr + b, tl.where(bad, -1, pick))  # no distribution at position a: the sentinel -1
 
 
 @register_op("leanops::verify_sampling_triton", mutates_args={})
@@ -181,43 +197,43 @@ def verify_sampling_triton(candidate: torch.Tensor, candidate_len: torch.Tensor,
     nxt = candidate.new_empty(bsz)
     if bsz == 0:
         return accepted, nxt
-    lse = target_logits.new_empty(bsz, s + 1, dtype=torch.float64)
-    ok = candidate.new_zeros(bsz, max(s, 1), dtype=torch.int32)
-    logits, q = target_logits.contiguous(), draft_probs.contiguous()
-    u = uniforms.to(torch.float64).contiguous()
-    block = pow2(v, 16, BLOCK_V)
-    launch(_position_kernel, (bsz, s + 1), logits, candidate.contiguous(), candidate_len.contiguous(), q, u, lse, ok,
-            s, v, 1.0 / temperature, BLOCK_V=block)
-    launch(_sample_kernel, (bsz,), logits, candidate_len.contiguous(), q, u, lse, ok, accepted, nxt, s, v,
-            1.0 / temperature, BLOCK_V=block)
+    # the temperature as a float64 tensor: a Python float reaches the kernel as float32
+    temp = torch.full((1,), temperature, dtype=torch.float64, device=candidate.device)
+    launch(_sampling_kernel, (bsz,), target_logits.contiguous(), candidate.contiguous(), candidate_len.contiguous(),
+           draft_probs.contiguous(), uniforms.to(torch.float64).contiguous(), temp, accepted, nxt, s, v,
+           BLOCK_V=pow2(v, 16, BLOCK_V))
     return accepted, nxt
 
 
 @triton.jit
 def _vote_kernel(drafts_ptr, len_ptr, w_ptr, winner_ptr, K, S, W_STRIDE, BLOCK_K: tl.constexpr):
-    """Descend the drafts' prefix tree, taking the heaviest child (ties: lowest draft index) until a stop wins."""
-    b = tl.program_id(0)
+    """Descend the drafts' prefix tree, taking the heaviest child (ties: lowest draft index) until a stop wins.
+    A child is "stop here" (the drafts ending at this depth) or a next token: stop is a flag of its own, so
+    no token value can be mistaken for it."""
+    b = tl.program_id(0).to(tl.int64)
     kk = tl.arange(0, BLOCK_K)
     kmask = kk < K
     lens = tl.load(len_ptr + b * K + kk, mask=kmask, other=-1)
     w = tl.load(w_ptr + b * W_STRIDE + kk, mask=kmask, other=0.0).to(tl.float64)
     alive = kmask
-    winner = tl.full([1], -1, tl.int64)
+    winner = tl.full((), -1, tl.int64)
     for depth in range(0, S + 1):
-        tok = tl.load(drafts_ptr + (b * K + kk).to(tl.int64) * S + depth, mask=alive & (lens > depth), other=0)
-        key = tl.where(lens == depth, -1, tok)
-        same = (key[:, None] == key[None, :]) & alive[:, None] & alive[None, :]
+        stop = lens == depth
+        tok = tl.load(drafts_ptr + (b * K + kk) * S + depth, mask=alive & (lens > depth), other=0)
+        same = ((stop[:, None] & stop[None, :]) | ((~stop[:, None]) & (~stop[None, :]) & (tok[:, None] == tok[None, :])))
+        same = same & alive[:, None] & alive[None, :]
         child_w = tl.sum(tl.where(same, w[None, :], 0.0), axis=1)
         child_low = tl.min(tl.where(same, kk[None, :], BLOCK_K), axis=1)
-        child_w = tl.where(alive, child_w, -1.0)
+        child_w = tl.where(alive, child_w, float("-inf"))
         best_w = tl.max(child_w, axis=0)
-        best_low = tl.min(tl.where(child_w == best_w, child_low, BLOCK_K), axis=0)
-        best_key = tl.sum(tl.where(kk == best_low, key, 0), axis=0)
+        best_low = tl.min(tl.where(alive & (child_w == best_w), child_low, BLOCK_K), axis=0)
+        best_stop = tl.max(tl.where(kk == best_low, stop.to(tl.int32), 0), axis=0) > 0
+        best_tok = tl.sum(tl.where(kk == best_low, tok, 0), axis=0)
         undecided = winner < 0
-        stop = undecided & (best_key == -1)
-        winner = tl.where(stop, best_low.to(tl.int64), winner)
-        alive = alive & (undecided & (stop == 0)) & (key == best_key)
-    tl.store(winner_ptr + b + tl.zeros([1], dtype=tl.int32), winner)
+        winner = tl.where(undecided & best_stop, best_low.to(tl.int64), winner)
+        go_on = tl.where(undecided & (~best_stop), BLOCK_K, 0)
+        alive = alive & (kk < go_on) & (~stop) & (tok == best_tok)
+    tl.store(winner_ptr + b, winner)
 
 
 @register_op("leanops::majority_vote_triton", mutates_args={})
@@ -228,10 +244,11 @@ def majority_vote_triton(drafts: torch.Tensor, draft_len: torch.Tensor,
     if bsz == 0:
         return winner, drafts.new_zeros(0, s), drafts.new_empty(0)
     w = weights.to(torch.float64).contiguous()
-    launch(_vote_kernel, (bsz,), drafts.contiguous(), draft_len.contiguous(), w, winner, k, s,
-            0 if weights.dim() == 1 else k, BLOCK_K=pow2(k, 16))
+    lens = draft_len.contiguous()
+    launch(_vote_kernel, (bsz,), drafts.contiguous(), lens, w, winner, k, s, 0 if weights.dim() == 1 else k,
+           BLOCK_K=pow2(k, 16))
     rows = torch.arange(bsz, device=drafts.device)
-    cand_len = draft_len[rows, winner]
+    cand_len = lens[rows, winner]
     cand = drafts[rows, winner]
     cand = torch.where(torch.arange(s, device=drafts.device)[None, :] < cand_len[:, None], cand,
                        torch.zeros_like(cand))

@@ -1,6 +1,7 @@
 """Pure-PyTorch reference for the verify family (Minions): the specification of its ops.
 
-Tie rules: argmax takes the lowest token id; the vote prefers the child holding the lowest draft index.
+Tie rules: argmax takes the lowest token id (NaN above every number, as ``torch.argmax``); the vote prefers
+the child holding the lowest draft index. NaN/inf in sampling: see ``verify_sampling``.
 """
 from __future__ import annotations
 
@@ -54,14 +55,14 @@ def verify_greedy(candidate: torch.Tensor, candidate_len: torch.Tensor, target_l
     return accepted, next_token
 
 
-def verify_greedy_ragged(candidates: torch.Tensor, cu_lens: torch.Tensor, target_logits: torch.Tensor):
-    """Ragged form: row b's draft is ``candidates[cu_lens[b]:cu_lens[b+1]]`` and its logits are the
-    ``len_b + 1`` rows ``target_logits[cu_lens[b] + b : cu_lens[b+1] + b + 1]`` (T + B rows in all)."""
-    bsz = cu_lens.shape[0] - 1
+def verify_greedy_ragged(candidates: torch.Tensor, offsets: torch.Tensor, target_logits: torch.Tensor):
+    """Ragged form: row b's draft is ``candidates[offsets[b]:offsets[b+1]]`` and its logits are the
+    ``len_b + 1`` rows ``target_logits[offsets[b] + b : offsets[b+1] + b + 1]`` (T + B rows in all)."""
+    bsz = offsets.shape[0] - 1
     accepted = torch.zeros(bsz, dtype=torch.long, device=candidates.device)
     next_token = torch.zeros(bsz, dtype=torch.long, device=candidates.device)
     for b in range(bsz):
-        lo, hi = int(cu_lens[b]), int(cu_lens[b + 1])
+        lo, hi = int(offsets[b]), int(offsets[b + 1])
         cand = candidates[lo:hi][None]
         logits = target_logits[lo + b: hi + b + 1][None]
         a, t = verify_greedy(cand, torch.tensor([hi - lo], device=candidates.device), logits)
@@ -70,29 +71,38 @@ def verify_greedy_ragged(candidates: torch.Tensor, cu_lens: torch.Tensor, target
 
 
 def _sample_from(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sample of one token per row with the given uniforms (the first token whose cumulative
-    probability exceeds ``u * total``)."""
+    """Inverse-CDF sample of one token per row with the given uniforms: the first token whose cumulative
+    probability exceeds ``u * total`` (so never a token of zero mass); the last token with mass if rounding
+    leaves none (kernels whose sums round differently)."""
     cdf = probs.cumsum(dim=-1)
     threshold = u[:, None] * cdf[:, -1:]
     idx = (cdf <= threshold).sum(dim=-1)
-    return idx.clamp_max(probs.shape[-1] - 1)
+    v = probs.shape[-1]
+    last = torch.where(probs > 0, torch.arange(v, device=probs.device), -1).amax(dim=-1)
+    return torch.where(idx < v, idx, last)
 
 
 def verify_sampling(candidate, candidate_len, draft_probs, target_logits, temperature: float, uniforms):
     """Speculative sampling with recursive rejection (lossless: the output tokens follow the target).
 
-    ``p = softmax(target_logits / temperature)``, ``q = draft_probs``. Position i < len is accepted if
-    ``uniforms[:, i] <= p(x_i) / q(x_i)``; at the first rejection the next token is drawn from
-    ``normalise(max(0, p - q))`` with the uniform ``uniforms[:, S]``; if all are accepted it is drawn from
-    ``p`` at position ``len`` (the bonus token) with the same uniform.
+    ``z = target_logits / temperature`` and ``p = exp(z - logsumexp(z))`` in float64, ``q = draft_probs``.
+    Positions are taken in order. A position has no distribution when a ``z`` there is NaN or +inf or every
+    ``z`` is -inf (-inf alone is a masked token, e.g. outside the top-p nucleus); reaching one ends the row
+    with ``next_token = -1`` (the op wrapper raises on it). Position i < len is accepted if
+    ``uniforms[:, i] * q(x_i) <= p(x_i)``; at the first rejection the next token is drawn from
+    ``normalise(max(0, p - q))`` with the uniform ``uniforms[:, S]`` (from ``p`` if that is all zero); if all
+    are accepted it is drawn from ``p`` at position ``len`` (the bonus token) with the same uniform.
     """
     bsz, s = candidate.shape
-    p = torch.softmax(target_logits.double() / temperature, dim=-1)
+    z = target_logits.double() / temperature
+    defined = ~(z.isnan() | z.isposinf()).any(-1) & (z > float("-inf")).any(-1)  # [B, S+1]
+    z = torch.where(defined[..., None], z, 0.0)  # keep undefined positions out of the arithmetic
+    p = torch.exp(z - torch.logsumexp(z, dim=-1, keepdim=True))
     q = draft_probs.double()
     pos = torch.arange(s, device=candidate.device)[None, :]
     p_x = p[:, :s].gather(2, candidate[..., None]).squeeze(-1)
     q_x = q.gather(2, candidate[..., None]).squeeze(-1)
-    ok = (uniforms[:, :s].double() * q_x <= p_x) & (pos < candidate_len[:, None])
+    ok = defined[:, :s] & (uniforms[:, :s].double() * q_x <= p_x) & (pos < candidate_len[:, None])
     accepted = torch.cumprod(ok.long(), dim=1).sum(dim=1)
     rows = torch.arange(bsz, device=candidate.device)
     p_at = p[rows, accepted]
@@ -103,4 +113,5 @@ def verify_sampling(candidate, candidate_len, draft_probs, target_logits, temper
     residual = (p_at - q_at).clamp_min(0)
     residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_at)  # p == q: nothing to correct
     next_token = _sample_from(residual, uniforms[:, s].double())
+    next_token = torch.where(defined[rows, accepted], next_token, -1)
     return accepted, next_token
