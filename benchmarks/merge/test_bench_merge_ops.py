@@ -1,6 +1,7 @@
 """bipartite_match + merge_wavg: eager ToMe (anchor) vs leanops backends, ViT-B/16 and video shapes.
 
-Compare the rows of one case in pytest-benchmark's table (group = case): ratio = anchor / provider.
+pytest-benchmark times each row on its own (group = case); the ratios anchor / provider with their
+spread over interleaved repeats come from `leanops bench merge` (leanops.bench.timing).
 """
 import pytest
 import torch

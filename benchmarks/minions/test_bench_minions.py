@@ -2,7 +2,8 @@
 leanops' lean runner (what the runner alone gives), and our engine (3 SSMs, vote + adaptive + pipeline,
 with and without the lean LLM runner; one engine per row, reused across calls as in use), batch 1, on
 the cached demo models (or tiny random GPT-2s when none are trained: then the figures say nothing about
-speed-ups). Compare rows: tokens/s."""
+speed-ups). pytest-benchmark times each row on its own; ratios with their spread over interleaved repeats
+come from `leanops bench minions` (leanops.bench.timing)."""
 import pytest
 import torch
 

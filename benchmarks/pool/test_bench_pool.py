@@ -1,6 +1,7 @@
 """jagged_attention_pool vs DIN-style padded eager pooling and eager jagged PyTorch (segment ops):
 B=1024, H=4, D=32, log-normal lengths (mean ~50, max 1000); forward and forward+backward.
-Compare rows within a group: ratio = anchor time / provider time. Peak memory: `leanops bench pool`."""
+pytest-benchmark times each row on its own; ratios anchor / provider with their spread over interleaved
+repeats, and peak memory, come from `leanops bench pool` (leanops.bench.timing)."""
 import pytest
 import torch
 

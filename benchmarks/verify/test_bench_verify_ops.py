@@ -1,5 +1,7 @@
-"""verify_greedy / verify_sampling vs the eager PyTorch equivalent at B=16, S=8, V=32000 and 128000.
-Compare rows within a group: ratio = eager time / provider time."""
+"""verify_greedy / verify_sampling vs the eager float32 PyTorch code a user writes (leanops.bench.verify:
+eager_verify_greedy / eager_verify_sampling, as HF transformers and vLLM do it) at B=16 and 64, S=8,
+V=32000 and 128000. pytest-benchmark times each row on its own; ratios anchor / provider with their spread
+over interleaved repeats come from `leanops bench verify` (leanops.bench.timing)."""
 import pytest
 import torch
 

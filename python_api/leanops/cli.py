@@ -19,7 +19,7 @@ def _bench(args) -> int:
     import importlib
 
     importlib.import_module(f".bench.{args.family}", __package__).run(device=args.device, quick=args.quick,
-                                                                      out_dir=args.out)
+                                                                      out_dir=args.out, repeats=args.repeats)
     return 0
 
 
@@ -36,7 +36,10 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="build information and backends").set_defaults(fn=_info)
     bench = sub.add_parser("bench", help="run a family's benchmark sweep (anchor vs ours)")
     bench.add_argument("family", choices=FAMILIES)
-    bench.add_argument("--quick", action="store_true", help="small shapes, one repeat (smoke test)")
+    bench.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
+    bench.add_argument("--repeats", type=int, default=None,
+                       help="interleaved timed repeats per provider (default: per family; the ToMe end-to-end "
+                            "row adds repeats until its ratio spread is below 5%%)")
     bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG results")
     bench.set_defaults(fn=_bench)

@@ -1,26 +1,39 @@
-"""``leanops demo``: each method on real or generated data, printing what it kept and what it cost."""
+"""``leanops demo``: each method on real or generated data, printing what it kept and what it cost.
+
+Every speed figure comes from ``bench.timing.time_providers`` (warm-up, then interleaved repeats) and is
+printed as "ratio (p25-p75 of the paired per-repeat ratios)" against a named anchor."""
 from __future__ import annotations
 
-import time
+import copy
 
 import torch
 
+from .bench.timing import ratio, time_providers
+
 
 def _tome_minilm(quick: bool) -> None:
-    from tqdm import tqdm
-
+    from . import tome
     from .tome import minilm
 
     r_values = (0, 4, 8) if quick else (0, 2, 4, 8, 16)
     print("\n== ToMe on all-MiniLM-L6-v2 (real pretrained BERT; sentences from Python stdlib docstrings)")
-    with tqdm(total=len(r_values), desc="MiniLM r sweep") as bar:
-        res = minilm.fidelity_and_speed(r_values, sentences=32 if quick else 64, repeats=1 if quick else 3,
-                                        progress=bar)
-    print(f"{res['sentences']} sentences, padded to the longest (<= {res['max_length']} tokens)")
-    print(f"{'r':>4} {'tokens out':>11} {'cos mean':>9} {'cos min':>8} {'speed-up':>9}")
-    for row in res["rows"]:
-        print(f"{row['r']:4d} {row['tokens_out']:11d} {row['cos_mean']:9.4f} {row['cos_min']:8.4f} "
-              f"{row['speedup']:8.2f}x")
+    tok, base = minilm.load_minilm()
+    texts = minilm.stdlib_sentences(32 if quick else 64)
+    batch = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    models = {"HF unpatched": base}
+    for r in r_values:  # one copy of the weights per r, so the runs can be interleaved
+        models[f"r={r}"] = tome.patch(copy.deepcopy(base), r=r)
+    ref = minilm.embed(base, batch)
+    timings = time_providers({name: (lambda m=m: minilm.embed(m, batch)) for name, m in models.items()},
+                             repeats=3 if quick else 7)
+    print(f"{len(texts)} sentences, padded to the longest (<= 128 tokens); speed: median over "
+          f"{timings['HF unpatched'].n} interleaved repeats, anchor: the unpatched HF model")
+    print(f"{'r':>4} {'tokens out':>11} {'cos mean':>9} {'cos min':>8} {'x HF unpatched (spread)':>24}")
+    for r in r_values:
+        model = models[f"r={r}"]
+        cos = (minilm.embed(model, batch) * ref).sum(-1)
+        sp = ratio(timings["HF unpatched"], timings[f"r={r}"], "HF unpatched")
+        print(f"{r:4d} {tome.tokens_per_layer(model)[-1]:11d} {cos.mean():9.4f} {cos.min():8.4f} {str(sp):>24}")
 
 
 def _tome_vit(quick: bool) -> None:
@@ -32,34 +45,33 @@ def _tome_vit(quick: bool) -> None:
     cfg = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                     image_size=224, patch_size=16, num_labels=10)
     torch.manual_seed(0)
-    model = ViTForImageClassification(cfg).eval()
+    base = ViTForImageClassification(cfg).eval()
     pixels = torch.randn(4 if quick else 16, 3, 224, 224)
+    r_values = (4, 8, 13)
+    models = {"HF unpatched": base, **{f"r={r}": tome.patch(copy.deepcopy(base), r=r) for r in r_values}}
 
-    def timed():
+    def forward(model):
         with torch.inference_mode():
-            start = time.perf_counter()
-            logits = model(pixel_values=pixels).logits
-            return logits, time.perf_counter() - start
+            return model(pixel_values=pixels).logits
 
-    timed()
-    base, t_base = timed()
-    print(f"{'r':>4} {'tokens/layer (first..last)':>28} {'logit cos':>10} {'speed-up':>9}")
-    for r in (4, 8, 13):
-        tome.patch(model, r=r)
-        timed()
-        logits, t = timed()
-        kept = tome.tokens_per_layer(model)
-        cos = torch.nn.functional.cosine_similarity(logits, base, dim=-1).mean()
-        print(f"{r:4d} {f'{kept[0]}..{kept[-1]} (of 197)':>28} {cos:10.4f} {t_base / t:8.2f}x")
-        tome.unpatch(model)
+    timings = time_providers({name: (lambda m=m: forward(m)) for name, m in models.items()},
+                             repeats=3 if quick else 7, keep_result=True)
+    logits0 = timings["HF unpatched"].last_result
+    print(f"speed: median over {timings['HF unpatched'].n} interleaved repeats, anchor: the unpatched HF model")
+    print(f"{'r':>4} {'tokens/layer (first..last)':>28} {'logit cos':>10} {'x HF unpatched (spread)':>24}")
+    for r in r_values:
+        name = f"r={r}"
+        kept = tome.tokens_per_layer(models[name])
+        cos = torch.nn.functional.cosine_similarity(timings[name].last_result, logits0, dim=-1).mean()
+        sp = ratio(timings["HF unpatched"], timings[name], "HF unpatched")
+        print(f"{r:4d} {f'{kept[0]}..{kept[-1]} (of 197)':>28} {cos:10.4f} {str(sp):>24}")
 
 
 def _kfatt(quick: bool) -> None:
     from tqdm import tqdm
 
     from . import kfatt
-    from .bench.pool import FULL, QUICK, prepare, providers, step
-    from .bench.timing import median_seconds
+    from .bench.pool import FULL, PADDED, QUICK, prepare, providers, step
 
     def table(data, title):
         train, test = data.split(int(0.75 * data.label.shape[0]))
@@ -88,12 +100,12 @@ def _kfatt(quick: bool) -> None:
               "   relevant behaviours' values, no prior, every repeat counts): KFAtt's assumptions do not hold")
     shape = QUICK if quick else FULL
     a = prepare(shape, "cpu", torch.float32, grad=False)
-    times = {name: median_seconds(lambda: step(fn, a, False), repeats=3) for name, fn in providers("cpu").items()}
-    anchor = times["padded eager (DIN-style)"]
+    timings = time_providers({name: (lambda fn=fn: step(fn, a, False)) for name, fn in providers("cpu").items()},
+                             repeats=3 if quick else 7)
     print(f"pooling op, B={shape['b']} H={shape['h']} D={shape['d']}, {int(a['offsets'][-1])} behaviours "
-          f"(max length {int(a['lengths'].max())}), forward:")
-    for name, t in times.items():
-        print(f"  {name:28} {t * 1e3:9.2f} ms  {anchor / t:6.2f}x padded")
+          f"(max length {int(a['lengths'].max())}), forward, median of {timings[PADDED].n} interleaved repeats:")
+    for name, t in timings.items():
+        print(f"  {name:28} {t.median * 1e3:9.2f} ms  {str(ratio(timings[PADDED], t, PADDED)):>18} {PADDED}")
 
 
 def _minions(quick: bool) -> None:
@@ -106,25 +118,23 @@ def _minions(quick: bool) -> None:
     n, new = (4, 48) if quick else (8, 96)
     prompts = demo_models.held_out_prompts(tok, n, min(32, llm.config.n_positions // 4), seed=3)
 
-    def timed(fn):
-        fn()
-        start = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - start
-
+    engine = Minions(llm, ssms, pipeline="auto", lean_llm=True)
+    fns = {"HF greedy": lambda: torch.cat([llm.generate(p[None], attention_mask=torch.ones_like(p[None]),
+                                                        max_new_tokens=new, do_sample=False, pad_token_id=0)
+                                           for p in prompts]),
+           "lean greedy": lambda: torch.cat([lean_gpt2.greedy(llm, p[None], new) for p in prompts]),
+           "Minions": lambda: torch.cat([engine.generate(p[None], max_new_tokens=new) for p in prompts])}
     with torch.no_grad():
-        plain, t_plain = timed(lambda: torch.cat([llm.generate(p[None], attention_mask=torch.ones_like(p[None]),
-                                                               max_new_tokens=new, do_sample=False, pad_token_id=0)
-                                                  for p in prompts]))
-        lean, t_lean = timed(lambda: torch.cat([lean_gpt2.greedy(llm, p[None], new) for p in prompts]))
-        engine = Minions(llm, ssms, pipeline="auto", lean_llm=True)
-        ours, t_ours = timed(lambda: torch.cat([engine.generate(p[None], max_new_tokens=new) for p in prompts]))
+        # after each call the engine's drafting thread is let go (untimed), so it cannot slow the other rows
+        t = time_providers(fns, repeats=2 if quick else 3, keep_result=True, after_each=lambda _: engine._drop_worker())
         batched = engine.generate(prompts, max_new_tokens=new)
+    plain, lean, ours = (t[k].last_result for k in ("HF greedy", "lean greedy", "Minions"))
+    print(f"{n} held-out prompts x {new} tokens, batch 1, median of {t['Minions'].n} interleaved repeats: plain "
+          f"greedy (HF) {n * new / t['HF greedy'].median:.1f} tok/s, greedy on leanops' lean runner "
+          f"{n * new / t['lean greedy'].median:.1f} tok/s, Minions (3 SSMs, vote, adaptive, pipeline auto, lean runner) "
+          f"{n * new / t['Minions'].median:.1f} tok/s: {ratio(t['HF greedy'], t['Minions'], 'HF greedy')} HF greedy, "
+          f"{ratio(t['lean greedy'], t['Minions'], 'lean greedy')} lean greedy")
     s = engine.stats
-    print(f"{n} held-out prompts x {new} tokens, batch 1: plain greedy (HF) {n * new / t_plain:.1f} tok/s, "
-          f"greedy on leanops' lean runner {n * new / t_lean:.1f} tok/s, Minions (3 SSMs, vote, adaptive, "
-          f"pipeline auto, lean runner) {n * new / t_ours:.1f} tok/s: {t_plain / t_ours:.2f}x HF greedy, "
-          f"{t_lean / t_ours:.2f}x lean greedy")
     print(f"same tokens as HF greedy: lean greedy {torch.equal(plain, lean)}, Minions {torch.equal(plain, ours)}, "
           f"Minions at batch {n} in one call {torch.equal(plain, batched)}")
     print(f"last run (batch {n}): {s.tokens_per_pass:.2f} tokens per LLM pass, acceptance per SSM "

@@ -7,18 +7,22 @@ distilled SSMs trained on the Python stdlib by ``python -m leanops.minions.train
   "auto": overlap only where measured faster); + the lean runner for the LLM too (the ablation);
 
 at batch 1 (prompts one after another) and batch 8 (HF assisted generation refuses batch > 1: the error is
-recorded). Tokens/s, LLM forward passes per token (counted by a forward hook), acceptance, and whether the
-output equals the LLM's plain greedy output.
+recorded). Tokens/s (median over interleaved repeats, with p25-p75), LLM forward passes per token
+(counted by a forward hook), acceptance, and whether the output equals the LLM's plain greedy output.
+
+Timing: the first call of every row is untimed (warm-up; passes, acceptance and exactness are read from it),
+then ``timing.time_providers`` runs all rows of one batch size interleaved. After every timed call each
+engine's drafting thread is let go (untimed): a live second OpenMP thread slows the calling thread's passes,
+so one engine's thread must not slow the next row.
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 
 import torch
 
-from .timing import device_tag, machine
+from .timing import device_tag, machine, ratio, runner_note, time_providers
 
 
 class _PassCounter:
@@ -32,24 +36,14 @@ class _PassCounter:
         self.calls += 1
 
 
-def _timed(fn, repeats: int):
-    """(best wall seconds, last result) over ``repeats`` runs after one warm-up run."""
-    fn()
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
-def _row(name, batch, seconds, new_tokens, passes, exact, acceptance=None, extra=None):
-    return {"method": name, "batch": batch, "seconds": seconds, "tokens": new_tokens,
-            "tokens_per_s": new_tokens / seconds, "llm_passes_per_token": passes / max(new_tokens, 1),
+def _row(name, batch, timing, new_tokens, passes, exact, acceptance=None, extra=None):
+    return {"method": name, "batch": batch, **timing.to_dict("s"), "tokens": new_tokens,
+            "tokens_per_s": new_tokens / timing.median, "tokens_per_s_p25": new_tokens / timing.p75,
+            "tokens_per_s_p75": new_tokens / timing.p25, "llm_passes_per_token": passes / max(new_tokens, 1),
             "exact_greedy": exact, "acceptance": acceptance, **(extra or {})}
 
 
-def run(device=None, quick=False, out_dir="benchmarks/results"):
+def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     from tqdm import tqdm
 
     from ..minions import Minions, lean_gpt2
@@ -67,7 +61,7 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
     n_prompts, new = (2, 12) if quick else (8, 96)
     prompt_len = min(32, llm.config.n_positions // 4)
     prompts = held_out_prompts(tok, n_prompts, prompt_len, seed=2).to(device)
-    repeats = 1 if quick else 2
+    repeats = repeats or (2 if quick else 5)
     counter = _PassCounter(llm)
     rows = []
 
@@ -81,21 +75,6 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
             return torch.cat([fn(prompts[i: i + 1]) for i in range(n_prompts)])
         return go
 
-    def measure(name, fn, batch, engine=None):
-        counter.calls = 0
-        before = engine.llm_passes_total if engine is not None else 0
-        seconds, out = _timed(fn, repeats)
-        # our engine counts its own passes (its lean LLM runner does not call the HF module)
-        passes = (engine.llm_passes_total - before if engine is not None else counter.calls) / (repeats + 1)
-        exact = bool(torch.equal(out[:, prompt_len:], greedy[:, prompt_len:]))
-        acc, extra = None, None
-        if engine is not None:
-            s = engine.stats
-            acc = s.acceptance()
-            extra = {"mean_length": sum(s.chosen_lengths) / max(len(s.chosen_lengths), 1),
-                     "weights": s.weights, "pipelined_drafts": s.pipelined_drafts}
-        rows.append(_row(name, batch, seconds, n_prompts * new, passes, exact, acc, extra))
-
     def hf_greedy(x):
         return llm.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False, pad_token_id=0)
 
@@ -104,7 +83,7 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
                                       max_new_tokens=new, do_sample=False, pad_token_id=0)
 
     best_ssm = max(range(len(ssms)), key=lambda i: report["acceptance"][f"ssm{i}"])
-    engines = {
+    engine_cfgs = {
         f"leanops Minions, 1 SSM (ssm{best_ssm}), gamma 4": dict(models=[ssms[best_ssm]], adaptive=False),
         f"leanops Minions, 1 SSM (ssm{best_ssm}), adaptive": dict(models=[ssms[best_ssm]], adaptive=True),
         "leanops Minions, 3 SSMs + vote, gamma 4": dict(models=ssms, adaptive=False),
@@ -113,40 +92,76 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
         "+ pipeline (auto: overlap where faster)": dict(models=ssms, adaptive=True, pipeline="auto"),
         "+ lean LLM runner, addmm weights": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True,
                                                  packed=False),
-        "+ lean LLM runner, prepacked weights (all)": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True),
+        FULL_CONFIG: dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True),
     }
-    lean_greedy = "leanops greedy, lean prepacked runner (no speculation)"
-    plan = [("HF greedy (no speculation)", 1), (lean_greedy, 1)] + [(f"HF assisted, ssm{i}", 1) for i in range(len(ssms))] + \
-        [(k, 1) for k in engines] + [("HF greedy (no speculation)", 8), (lean_greedy, 8), ("HF assisted", 8)] + \
-        [(k, 8) for k in engines]
+
+    def providers(batch):
+        """name -> (fn, engine or None) for one batch size; batch 1 decodes the prompts one by one."""
+        def shaped(fn):
+            return per_prompt(fn) if batch == 1 else (lambda: fn(prompts))
+
+        out = {HF_GREEDY: (shaped(hf_greedy), None),
+               LEAN_GREEDY: (shaped(lambda x: lean_gpt2.greedy(llm, x, new)), None)}
+        if batch == 1:
+            out.update({f"HF assisted, ssm{i}": (shaped(hf_assisted(m)), None) for i, m in enumerate(ssms)})
+        else:
+            out["HF assisted"] = (shaped(hf_assisted(ssms[best_ssm])), None)
+        for name, cfg in engine_cfgs.items():
+            engine = Minions(llm, cfg["models"], gamma=4, adaptive=cfg["adaptive"], pipeline=cfg.get("pipeline", False),
+                             lean_llm=cfg.get("lean_llm", False), packed_weights=cfg.get("packed", True))
+            out[name] = (shaped(lambda x, e=engine: e.generate(x, max_new_tokens=new)), engine)
+        return out
+
+    timings_by_batch = {}
     with torch.no_grad():
-        for name, batch in tqdm(plan, desc="minions bench"):
-            if name.startswith("HF greedy"):
-                measure(name, per_prompt(hf_greedy) if batch == 1 else (lambda: hf_greedy(prompts)), batch)
-            elif name == lean_greedy:  # the runner alone: what speculation adds on top of it
-                measure(name, per_prompt(lambda x: lean_gpt2.greedy(llm, x, new)) if batch == 1 else
-                        (lambda: lean_gpt2.greedy(llm, prompts, new)), batch)
-                rows[-1]["llm_passes_per_token"] = 1.0 if batch == 1 else 1.0 / n_prompts  # one pass per step
-            elif name.startswith("HF assisted") and batch == 1:
-                measure(name, per_prompt(hf_assisted(ssms[int(name[-1])])), batch)
-            elif name.startswith("HF assisted"):
+        for batch in (1, 8):
+            provs = providers(batch)
+            engines = [e for _, e in provs.values() if e is not None]
+
+            def let_threads_go(_name, engines=engines):
+                for e in engines:  # untimed: no engine's drafting thread outlives its own call
+                    e._drop_worker()
+
+            first = {}
+            for name, (fn, engine) in tqdm(provs.items(), desc=f"minions bench, batch {batch}: warm-up"):
+                counter.calls = 0
+                before = engine.llm_passes_total if engine is not None else 0
                 try:
-                    hf_assisted(ssms[best_ssm])(prompts)
-                    measure(name, lambda: hf_assisted(ssms[best_ssm])(prompts), batch)
-                except Exception as err:  # noqa: BLE001 - recorded, this is the finding
-                    rows.append({"method": name, "batch": batch, "error": f"{type(err).__name__}: {err}"})
-            else:
-                cfg = engines[name]
-                engine = Minions(llm, cfg["models"], gamma=4, adaptive=cfg["adaptive"],
-                                 pipeline=cfg.get("pipeline", False), lean_llm=cfg.get("lean_llm", False),
-                                 packed_weights=cfg.get("packed", True))
-                call = lambda x, e=engine: e.generate(x, max_new_tokens=new)  # noqa: E731
-                measure(name, per_prompt(call) if batch == 1 else (lambda c=call: c(prompts)), batch, engine)
+                    out = fn()
+                except Exception as err:  # noqa: BLE001 - HF assisted refuses batch > 1: recorded, the finding
+                    first[name] = {"error": f"{type(err).__name__}: {err}"}
+                    continue
+                let_threads_go(name)
+                # our engine counts its own passes (its lean LLM runner does not call the HF module)
+                passes = engine.llm_passes_total - before if engine is not None else counter.calls
+                if name == LEAN_GREEDY:  # the lean runner bypasses the hook: one pass per decoding step
+                    passes = new * (n_prompts if batch == 1 else 1)
+                first[name] = {"passes": passes, "exact": bool(torch.equal(out[:, prompt_len:], greedy[:, prompt_len:])),
+                               "engine": engine}
+                if engine is not None:
+                    s = engine.stats
+                    first[name]["acceptance"] = s.acceptance()
+                    first[name]["extra"] = {"mean_length": sum(s.chosen_lengths) / max(len(s.chosen_lengths), 1),
+                                            "weights": s.weights, "pipelined_drafts": s.pipelined_drafts}
+            timed = {name: fn for name, (fn, _) in provs.items() if "error" not in first[name]}
+            print(f"minions bench, batch {batch}: {len(timed)} rows x {repeats} interleaved repeats", flush=True)
+            timings = time_providers(timed, device, repeats, warmup=0, keep_result=True, after_each=let_threads_go)
+            timings_by_batch[batch] = timings
+            for name in provs:
+                f = first[name]
+                if "error" in f:
+                    rows.append({"method": name, "batch": batch, "error": f["error"]})
+                    continue
+                t = timings[name]
+                exact = f["exact"] and bool(torch.equal(t.last_result[:, prompt_len:], greedy[:, prompt_len:]))
+                rows.append(_row(name, batch, t, n_prompts * new, f["passes"], exact, f.get("acceptance"),
+                                 f.get("extra")))
     counter.handle.remove()
 
-    summary = _summary(rows)
-    result = {"device": device_tag(device), "machine": machine(), "models": mode, "prompts": n_prompts,
-              "prompt_tokens": prompt_len, "new_tokens": new, "repeats_best_of": repeats,
+    summary = _summary(timings_by_batch[1], timings_by_batch[8])
+    result = {"family": "minions", "device": device_tag(device), "machine": machine(),
+              "runner": runner_note("minions", quick), "models": mode, "prompts": n_prompts,
+              "prompt_tokens": prompt_len, "new_tokens": new, "repeats": repeats,
               "data": "held-out Python stdlib files (never trained on)", "training_report": report,
               "rows": rows, "summary": summary}
     _print(result)
@@ -160,41 +175,49 @@ def run(device=None, quick=False, out_dir="benchmarks/results"):
     return result
 
 
-def _summary(rows):
-    ok = [r for r in rows if "error" not in r]
-    b1 = [r for r in ok if r["batch"] == 1]
-    greedy = next(r for r in b1 if r["method"].startswith("HF greedy"))
-    assisted = max((r for r in b1 if r["method"].startswith("HF assisted")), key=lambda r: r["tokens_per_s"])
-    full = max((r for r in b1 if r["method"].startswith(("+ pipeline", "+ lean"))), key=lambda r: r["tokens_per_s"])
-    best = max((r for r in b1 if not r["method"].startswith(("HF", "leanops greedy"))), key=lambda r: r["tokens_per_s"])
-    lean = next(r for r in b1 if r["method"].startswith("leanops greedy"))
-    return {"full_minions": full["method"],
-            "minions_vs_lean_greedy_b1": full["tokens_per_s"] / lean["tokens_per_s"],
-            "minions_vs_best_hf_assisted_b1": full["tokens_per_s"] / assisted["tokens_per_s"],
-            "best_hf_assisted": assisted["method"],
-            "minions_vs_plain_greedy_b1": full["tokens_per_s"] / greedy["tokens_per_s"],
-            "best_leanops_config_b1": best["method"],
-            "best_leanops_vs_best_hf_assisted_b1": best["tokens_per_s"] / assisted["tokens_per_s"],
-            "best_leanops_vs_plain_greedy_b1": best["tokens_per_s"] / greedy["tokens_per_s"]}
+HF_GREEDY = "HF greedy (no speculation)"
+LEAN_GREEDY = "leanops greedy, lean prepacked runner (no speculation)"
+FULL_CONFIG = "+ lean LLM runner, prepacked weights (all)"
+
+
+def _summary(b1, b8):
+    """Ratios of the full configuration (named before the run, not the fastest row picked after it) against
+    each anchor, per batch size: tokens/s ratio = anchor time / ours, spread from the paired repeats."""
+    out = {"full_minions": FULL_CONFIG}
+    assisted = [name for name in b1 if name.startswith("HF assisted")]
+    # the strongest anchor: the HF assisted SSM with the lowest median time
+    best = min(assisted, key=lambda name: b1[name].median)
+    out["best_hf_assisted_b1"] = best
+    for key, timings in (("b1", b1), ("b8", b8)):
+        for anchor_key, anchor in (("hf_greedy", HF_GREEDY), ("lean_greedy", LEAN_GREEDY)):
+            out[f"full_vs_{anchor_key}_{key}"] = ratio(timings[anchor], timings[FULL_CONFIG], anchor).to_dict()
+    out["full_vs_best_hf_assisted_b1"] = ratio(b1[best], b1[FULL_CONFIG], best).to_dict()
+    return out
 
 
 def _print(result):
     print(f"\nMinions, {result['device']}, models: {result['models']}, {result['prompts']} prompts x "
-          f"{result['new_tokens']} new tokens, greedy")
-    print(f"{'method':54s} {'B':>2s} {'tok/s':>8s} {'passes/tok':>10s} {'exact':>5s}  acceptance")
+          f"{result['new_tokens']} new tokens, greedy, {result['repeats']} interleaved repeats per row")
+    print(f"{'method':54s} {'B':>2s} {'tok/s':>8s} {'p25-p75':>13s} {'passes/tok':>10s} {'exact':>5s}  acceptance")
     for r in result["rows"]:
         if "error" in r:
             print(f"{r['method']:54s} {r['batch']:2d}  refused: {r['error'][:80]}")
             continue
         acc = "" if r["acceptance"] is None else " ".join(f"{a:.2f}" for a in r["acceptance"])
-        print(f"{r['method']:54s} {r['batch']:2d} {r['tokens_per_s']:8.1f} {r['llm_passes_per_token']:10.3f} "
-              f"{str(r['exact_greedy']):>5s}  {acc}")
+        print(f"{r['method']:54s} {r['batch']:2d} {r['tokens_per_s']:8.1f} {r['tokens_per_s_p25']:6.1f}-"
+              f"{r['tokens_per_s_p75']:<6.1f} {r['llm_passes_per_token']:10.3f} {str(r['exact_greedy']):>5s}  {acc}")
     s = result["summary"]
-    print(f"Minions (3 SSMs, vote + adaptive + pipeline; best such row: {s['full_minions'][2:]}) vs best HF assisted "
-          f"({s['best_hf_assisted']}): {s['minions_vs_best_hf_assisted_b1']:.2f}x; vs plain greedy: "
-          f"{s['minions_vs_plain_greedy_b1']:.2f}x; vs greedy on the same lean runner: {s['minions_vs_lean_greedy_b1']:.2f}x")
-    print(f"best leanops row at batch 1 ({s['best_leanops_config_b1']}): {s['best_leanops_vs_best_hf_assisted_b1']:.2f}x "
-          f"best HF assisted, {s['best_leanops_vs_plain_greedy_b1']:.2f}x plain greedy")
+
+    def fmt(key):
+        r = s[key]
+        return f"{r['ratio']:.2f}x ({r['ratio_p25']:.2f}-{r['ratio_p75']:.2f}) {r['anchor']}"
+
+    print(f"full Minions ({s['full_minions'][2:]}: 3 SSMs, vote, adaptive length, pipeline auto), ratio = anchor "
+          f"median time / ours (spread: p25-p75 of paired repeats):")
+    print(f"  batch 1: {fmt('full_vs_best_hf_assisted_b1')} (the fastest HF assisted row, the strongest anchor); "
+          f"{fmt('full_vs_hf_greedy_b1')}; {fmt('full_vs_lean_greedy_b1')}")
+    print(f"  batch 8: {fmt('full_vs_hf_greedy_b8')}; {fmt('full_vs_lean_greedy_b8')}")
+    print(f"runner: {result['runner']} on {result['device']}")
 
 
 def _plot(rows, path):

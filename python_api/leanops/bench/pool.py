@@ -18,9 +18,10 @@ import torch
 from .. import _backend, _library
 from ..ops import pool as ops
 from ..reference import pool as ref
-from .timing import device_tag, machine, median_seconds
+from .timing import device_tag, machine, ratio, runner_note, time_providers
 
 FULL = dict(b=1024, h=4, d=32, mean_len=50, max_len=1000)
+PADDED, JAGGED = "padded eager (DIN-style)", "eager jagged (segment ops)"  # the two anchors
 QUICK = dict(b=64, h=2, d=16, mean_len=10, max_len=60)
 
 
@@ -48,12 +49,10 @@ def pad(x, lengths):
 def providers(device: str) -> dict:
     """name -> fn(inputs) returning (out, lse); padded providers receive padded k/v prepared outside."""
     d = {
-        "padded eager (DIN-style)": lambda a: ref.padded_attention_pool(a["q"], a["k_pad"], a["v_pad"], a["lengths"],
-                                                                        a["scale"], None, None, a["prior_logit"],
-                                                                        a["prior_value"]),
-        "eager jagged (segment ops)": lambda a: ref.jagged_attention_pool(a["q"], a["k"], a["v"], a["offsets"],
-                                                                          a["scale"], None, None, a["prior_logit"],
-                                                                          a["prior_value"]),
+        PADDED: lambda a: ref.padded_attention_pool(a["q"], a["k_pad"], a["v_pad"], a["lengths"], a["scale"], None,
+                                                    None, a["prior_logit"], a["prior_value"]),
+        JAGGED: lambda a: ref.jagged_attention_pool(a["q"], a["k"], a["v"], a["offsets"], a["scale"], None, None,
+                                                    a["prior_logit"], a["prior_value"]),
     }
 
     def ours(backend):
@@ -129,30 +128,27 @@ def peak_memory(provider, mode, quick, device, dtype) -> int:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def run(device=None, quick=False, out_dir="benchmarks/results", memory=True):
+def run(device=None, quick=False, out_dir="benchmarks/results", memory=True, repeats=None):
     from tqdm import tqdm
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float32 if device == "cpu" else torch.float16
     shape = QUICK if quick else FULL
+    repeats = repeats or (3 if quick else 11)
     names = list(providers(device))
     rows = []
-    with tqdm(total=2 * len(names), desc="bench pool", unit="case") as bar:
-        for mode in ("fwd", "fwd+bwd"):
-            a = prepare(shape, device, dtype, grad=mode == "fwd+bwd")
-            times = {}
-            for name in names:
-                fn = providers(device)[name]
-                times[name] = median_seconds(lambda: step(fn, a, mode == "fwd+bwd"), device,
-                                             repeats=1 if quick else 5)
-                bar.update(1)
-            for name in names:
-                row = {"mode": mode, "provider": name, "ms": times[name] * 1e3,
-                       "speedup_vs_padded": times["padded eager (DIN-style)"] / times[name],
-                       "speedup_vs_jagged_eager": times["eager jagged (segment ops)"] / times[name]}
-                if memory:
-                    row["peak_extra_MiB"] = peak_memory(name, mode, quick, device, dtype) / 2**20
-                rows.append(row)
+    for mode in tqdm(("fwd", "fwd+bwd"), desc="bench pool", unit="mode"):
+        a = prepare(shape, device, dtype, grad=mode == "fwd+bwd")
+        fns = {name: (lambda fn=fn: step(fn, a, mode == "fwd+bwd")) for name, fn in providers(device).items()}
+        timings = time_providers(fns, device, repeats)
+        for name in names:
+            t = timings[name]
+            row = {"mode": mode, "provider": name, **t.to_dict("ms"),
+                   "vs_padded": ratio(timings[PADDED], t, PADDED).to_dict(),
+                   "vs_jagged_eager": ratio(timings[JAGGED], t, JAGGED).to_dict()}
+            if memory:
+                row["peak_extra_MiB"] = peak_memory(name, mode, quick, device, dtype) / 2**20
+            rows.append(row)
     a = prepare(shape, device, dtype, grad=False)
     layout = {"B": shape["b"], "H": shape["h"], "D": shape["d"], "T (behaviours)": int(a["offsets"][-1]),
               "max length": int(a["lengths"].max()), "mean length": float(a["lengths"].float().mean()),
@@ -160,15 +156,20 @@ def run(device=None, quick=False, out_dir="benchmarks/results", memory=True):
               "padded k+v MiB": (a["k_pad"].numel() + a["v_pad"].numel()) * a["k"].element_size() / 2**20}
     os.makedirs(out_dir, exist_ok=True)
     tag = device_tag(device) + ("-quick" if quick else "")
-    result = {"family": "pool", "device": tag, "machine": machine(), "dtype": str(dtype)[6:], "layout": layout,
-              "rows": rows}
+    result = {"family": "pool", "device": tag, "machine": machine(), "runner": runner_note("pool", quick),
+              "anchor": [PADDED, JAGGED], "repeats": repeats, "dtype": str(dtype)[6:], "layout": layout, "rows": rows}
     path = os.path.join(out_dir, f"pool-{tag}.json")
     with open(path, "w") as fh:
         json.dump(result, fh, indent=1)
     print(json.dumps(layout))
-    print(f"{'mode':8} {'provider':28} {'ms':>10} {'x padded':>9} {'x jagged':>9} {'peak MiB':>9}")
+    print(f"{'mode':8} {'provider':28} {'median ms':>10} {'p25-p75 ms':>19} {'x padded (spread)':>22} "
+          f"{'x jagged eager (spread)':>24} {'peak MiB':>9}")
     for r in rows:
-        print(f"{r['mode']:8} {r['provider']:28} {r['ms']:10.2f} {r['speedup_vs_padded']:9.2f} "
-              f"{r['speedup_vs_jagged_eager']:9.2f} {r.get('peak_extra_MiB', float('nan')):9.1f}")
+        p, j = r["vs_padded"], r["vs_jagged_eager"]
+        print(f"{r['mode']:8} {r['provider']:28} {r['median_ms']:10.2f} {r['p25_ms']:9.2f}-{r['p75_ms']:<9.2f} "
+              f"{p['ratio']:9.2f}x ({p['ratio_p25']:.2f}-{p['ratio_p75']:.2f}) "
+              f"{j['ratio']:10.2f}x ({j['ratio_p25']:.2f}-{j['ratio_p75']:.2f}) {r.get('peak_extra_MiB', float('nan')):9.1f}")
+    print(f"ratio = anchor median / provider median; (spread) = p25-p75 of the {repeats} paired per-repeat ratios; "
+          f"anchors: {PADDED}, {JAGGED}; runner: {result['runner']} on {tag}")
     print(f"wrote {path}")
     return result

@@ -1,5 +1,9 @@
-"""Verify family benchmarks: fused verification against the eager PyTorch equivalent (argmax / softmax
-over every [B, S+1, V] position, then the accept logic), at B=16, S=8, V=32000 and V=128000.
+"""Verify family benchmarks: the fused verification ops against the eager float32 PyTorch code a user
+writes for speculative decoding (as in Hugging Face transformers' assisted generation and vLLM's rejection
+sampler: argmax / softmax over every [B, S+1, V] position, then the accept logic), at B=16 and 64,
+S=8, V=32000 and 128000. The anchors are plain functions here (``eager_verify_greedy``,
+``eager_verify_sampling``), not the float64 specification in ``leanops.reference``; tests/test_bench_anchors.py
+checks they take the specification's decisions.
 The Minions engine benchmark (anchor: Hugging Face assisted generation) is ``bench/minions.py``."""
 from __future__ import annotations
 
@@ -10,11 +14,54 @@ import torch
 
 from .. import _backend, _library
 from ..ops import verify as ops
-from ..reference import verify as ref
-from .timing import device_tag, machine, median_seconds
+from .timing import device_tag, machine, ratio, runner_note, time_providers
 
-CASES = [(16, 8, 32000), (16, 8, 128000)]
+CASES = [(16, 8, 32000), (16, 8, 128000), (64, 8, 32000), (64, 8, 128000)]
 QUICK_CASES = [(4, 4, 1000)]
+ANCHOR = "eager float32 (HF/vLLM style)"
+
+
+def eager_verify_greedy(candidate, candidate_len, target_logits):
+    """Greedy verification as a user writes it: argmax at every position, count the leading matches."""
+    s = candidate.shape[1]
+    target = target_logits.argmax(dim=-1)  # [B, S+1]
+    in_draft = torch.arange(s, device=candidate.device)[None, :] < candidate_len[:, None]
+    mismatch = (candidate != target[:, :s]) | ~in_draft
+    accepted = (mismatch.cumsum(dim=1) == 0).sum(dim=1)  # matches before the first mismatch
+    next_token = target.gather(1, accepted[:, None]).squeeze(1)  # correction, or the bonus token
+    return accepted, next_token
+
+
+def eager_verify_sampling(candidate, candidate_len, draft_probs, target_logits, temperature, uniforms):
+    """Speculative (rejection) sampling in eager float32, the way HF transformers and vLLM write it.
+
+    p = softmax(logits / T) over all [B, S+1, V]; accept draft token x_i if u_i <= p(x_i) / q(x_i); at the
+    first rejection draw from norm(max(0, p - q)) there, after a full accept draw the bonus token from p at
+    position len. The draws use the given uniform ``uniforms[:, S]`` by inverse CDF (instead of
+    ``torch.multinomial``), so the decisions can be compared with leanops' for the same randomness.
+    """
+    bsz, s = candidate.shape
+    rows = torch.arange(bsz, device=candidate.device)
+    p = torch.softmax(target_logits.float() / temperature, dim=-1)  # [B, S+1, V]
+    q = draft_probs.float()
+    p_x = p[:, :s].gather(2, candidate[..., None]).squeeze(-1)
+    q_x = q.gather(2, candidate[..., None]).squeeze(-1)
+    in_draft = torch.arange(s, device=candidate.device)[None, :] < candidate_len[:, None]
+    rejected_at = (uniforms[:, :s] > p_x / q_x) | ~in_draft
+    accepted = (rejected_at.cumsum(dim=1) == 0).sum(dim=1)
+    p_next = p[rows, accepted]  # [B, V]
+    if s > 0:
+        q_next = q[rows, accepted.clamp_max(s - 1)]
+        rejected = (accepted < candidate_len)[:, None]
+        dist = torch.where(rejected, (p_next - q_next).clamp_min(0), p_next)
+    else:
+        dist = p_next
+    total = dist.sum(dim=-1, keepdim=True)
+    dist = torch.where(total > 0, dist / total, p_next)  # p == q leaves nothing to correct: draw from p
+    cdf = dist.cumsum(dim=-1)
+    cdf = cdf / cdf[:, -1:]  # guard the float32 cumsum against ending below 1
+    next_token = torch.searchsorted(cdf, uniforms[:, s, None].to(cdf.dtype).contiguous(), right=True).squeeze(1)
+    return accepted, next_token.clamp_max(p.shape[-1] - 1)
 
 
 def inputs(b, s, v, device="cpu", dtype=torch.float32, seed=0):
@@ -30,14 +77,10 @@ def inputs(b, s, v, device="cpu", dtype=torch.float32, seed=0):
     return [t.to(device) for t in (cand, lens, logits.to(dtype), q, u)]
 
 
-def eager_sampling(cand, lens, q, logits, temperature, u):
-    """The plain PyTorch way: softmax over every position, then the same accept/resample rule."""
-    return ref.verify_sampling(cand, lens, q, logits.float(), temperature, u)
-
-
 def providers(device):
-    d = {"greedy": {"eager": lambda a: ref.verify_greedy(a[0], a[1], a[2])},
-         "sampling": {"eager": lambda a: eager_sampling(a[0], a[1], a[3], a[2], 1.0, a[4])}}
+    """kind -> {name: fn(inputs)}; the first entry of each kind is its anchor."""
+    d = {"greedy": {ANCHOR: lambda a: eager_verify_greedy(a[0], a[1], a[2])},
+         "sampling": {ANCHOR: lambda a: eager_verify_sampling(a[0], a[1], a[3], a[2], 1.0, a[4])}}
 
     def ours(kind, backend):
         if kind == "greedy":
@@ -56,32 +99,40 @@ def providers(device):
     return d
 
 
-def run(device=None, quick=False, out_dir="benchmarks/results"):
+def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     from tqdm import tqdm
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cases = QUICK_CASES if quick else CASES
+    repeats = repeats or (3 if quick else 15)
     provs = providers(device)
     rows = []
-    with tqdm(total=len(cases) * sum(len(p) for p in provs.values()), desc="bench verify", unit="case") as bar:
-        for b, s, v in cases:
-            a = inputs(b, s, v, device)
-            for kind, fns in provs.items():
-                times = {}
-                for name, fn in fns.items():
-                    times[name] = median_seconds(lambda: fn(a), device, repeats=1 if quick else 9)
-                    bar.update(1)
-                for name, t in times.items():
-                    rows.append({"op": kind, "B": b, "S": s, "V": v, "provider": name, "ms": t * 1e3,
-                                 "speedup_vs_eager": times["eager"] / t})
-    os.makedirs(out_dir, exist_ok=True)
+    for b, s, v in tqdm(cases, desc="bench verify", unit="shape"):
+        a = inputs(b, s, v, device)
+        for kind, fns in provs.items():
+            timings = time_providers({name: (lambda fn=fn: fn(a)) for name, fn in fns.items()}, device, repeats)
+            for name, t in timings.items():
+                rows.append({"op": kind, "B": b, "S": s, "V": v, "provider": name, **t.to_dict("ms"),
+                             **ratio(timings[ANCHOR], t, ANCHOR).to_dict()})
+        del a
     tag = device_tag(device) + ("-quick" if quick else "")
+    result = {"family": "verify", "device": tag, "machine": machine(), "runner": runner_note("verify", quick),
+              "anchor": ANCHOR, "repeats": repeats, "rows": rows}
+    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"verify-{tag}.json")
     with open(path, "w") as fh:
-        json.dump({"family": "verify", "device": tag, "machine": machine(), "rows": rows}, fh, indent=1)
-    print(f"{'op':9} {'B':>3} {'S':>3} {'V':>7} {'provider':14} {'ms':>9} {'x eager':>8}")
-    for r in rows:
-        print(f"{r['op']:9} {r['B']:3d} {r['S']:3d} {r['V']:7d} {r['provider']:14} {r['ms']:9.3f} "
-              f"{r['speedup_vs_eager']:8.2f}")
+        json.dump(result, fh, indent=1)
+    print(format_table(rows))
+    print(f"ratio = anchor median / provider median; (spread) = p25-p75 of the {repeats} paired per-repeat ratios; "
+          f"anchor: {ANCHOR}; runner: {result['runner']} on {tag}")
     print(f"wrote {path}")
-    return rows
+    return result
+
+
+def format_table(rows) -> str:
+    lines = [f"{'op':9} {'B':>3} {'S':>3} {'V':>7} {'provider':30} {'median ms':>10} {'p25-p75 ms':>17} "
+             f"{'x anchor (spread)':>19}"]
+    for r in rows:
+        lines.append(f"{r['op']:9} {r['B']:3d} {r['S']:3d} {r['V']:7d} {r['provider']:30} {r['median_ms']:10.3f} "
+                     f"{r['p25_ms']:8.3f}-{r['p75_ms']:<8.3f} {r['ratio']:8.2f}x ({r['ratio_p25']:.2f}-{r['ratio_p75']:.2f})")
+    return "\n".join(lines)
