@@ -22,6 +22,11 @@ if "$py" -c "import torch" 2>/dev/null; then
 else
   index="$(bash scripts/torch_index.sh "$py")"
   "$py" -m pip install -q torch==2.13.0 ${index:+--index-url "$index"}
+  if [ -z "$index" ] && [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1 &&
+     "$py" -c "import torch, sys; sys.exit(torch.version.cuda is None)"; then
+    echo "leanops setup: WARNING: the configured index gave a CUDA torch on a machine without an NVIDIA" \
+         "driver; LEANOPS_TORCH_INDEX=cpu installs the CPU-only wheel instead" >&2
+  fi
 fi
 "$py" -m pip install -q --no-build-isolation ".[$extras]"
 "$py" -c "import leanops, json; print(json.dumps({k: v for k, v in leanops.build_info().items() if k != 'parallel_backend'}))"
