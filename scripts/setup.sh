@@ -4,8 +4,8 @@
 #                                       bench, plot, triton, or several joined by commas (hf,plot)
 # The venv sees system packages, so a torch installed on a GPU machine (CUDA build) is used as is;
 # only where no torch is importable does it install the tested torch==2.13.0, from the index that
-# scripts/torch_index.sh picks: CPU-only wheels on a Linux machine without an NVIDIA driver, so that
-# no CUDA libraries are downloaded; LEANOPS_TORCH_INDEX=<url> or =default (pip's own) overrides it.
+# scripts/torch_index.sh picks: pip's own configuration, or with LEANOPS_TORCH_INDEX=cpu PyTorch's
+# CPU-only wheels (no CUDA libraries on a CPU-only Linux machine), or LEANOPS_TORCH_INDEX=<url>.
 # leanops is built with --no-build-isolation, so pip never fetches another (CUDA) torch to build with.
 #   LEANOPS_VENV=<dir>   where the venv goes (default .venv)
 set -euo pipefail
