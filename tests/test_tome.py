@@ -113,7 +113,7 @@ def test_proportional_attention_equals_attention_over_duplicates():
     expanded = tokens.repeat_interleave(counts[0].long(), dim=1)
     full, _ = sdpa_with_keys(expanded, *lin, heads, c // heads, None, 0.0, ToMeState(r=[]))
     state = ToMeState(r=[], prop_attn=True)
-    state.size = counts
+    state.size, state.merged = counts, True  # as after a merge
     merged, _ = sdpa_with_keys(tokens, *lin, heads, c // heads, None, 0.0, state)
     first_copy = torch.tensor([0, 1, 4, 6])
     torch.testing.assert_close(merged, full[:, first_copy], rtol=1e-5, atol=1e-5)
