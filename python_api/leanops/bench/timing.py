@@ -162,10 +162,6 @@ def time_providers(fns: dict[str, Callable[[], object]], device: str = "cpu", re
     return {name: Timing(samples[name], last.get(name)) for name in names}
 
 
-def time_one(fn: Callable[[], object], device: str = "cpu", repeats: int = 7, warmup: int = 1) -> Timing:
-    return time_providers({"only": fn}, device, repeats, warmup)["only"]
-
-
 def time_until(fns: dict[str, Callable[[], object]], pairs: list[tuple[str, str]], device: str = "cpu",
                target_rel_spread: float = 0.05, min_repeats: int = 10, max_repeats: int = 60, step: int = 5,
                warmup: int = 1, max_seconds: float | None = None) -> dict[str, Timing]:
@@ -204,6 +200,8 @@ def machine() -> dict:
     info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "leanops": getattr(leanops, "__version__", "unknown"),
             "python": platform.python_version(), "platform": platform.platform()}
+    if hasattr(os, "getloadavg"):  # other processes competing for the cores when the JSON was written
+        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
