@@ -10,7 +10,7 @@ import leanops
 from leanops import _library
 from leanops.reference import verify as ref
 
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 NAN, INF = float("nan"), float("inf")
 
 

@@ -8,7 +8,7 @@ import leanops
 from leanops import _library
 from leanops.reference import verify as ref
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 LENS = st.sampled_from(["random", "zero", "full"])  # edge lengths 0 and S for every row, or random
