@@ -139,7 +139,7 @@ def test_verify_sampling_is_lossless(backend):
     """Chi-square over many rows: the first emitted token follows the target distribution, not the draft's."""
     name, device = backend
     g = torch.Generator().manual_seed(0)
-    v, s, n = 6, 3, 20000 if name != "triton" else 4000
+    v, s, n = 6, 3, 20000 if name != "triton" else 1000  # the interpreter runs one program per row
     target_logits = torch.randn(s + 1, v, generator=g)
     q = torch.softmax(2 * torch.randn(s, v, generator=g), -1)
     cand = torch.multinomial(q, n, replacement=True, generator=g).T.contiguous()
@@ -154,7 +154,7 @@ def test_verify_sampling_is_lossless(backend):
     chi2 = float(((observed - expected) ** 2 / expected).sum())
     assert chi2 < 20.5  # chi-square, 5 degrees of freedom, p = 0.001
     draft_expected = q[0].double() * n  # and it is not the draft's distribution
-    assert float(((observed - draft_expected) ** 2 / draft_expected).sum()) > 100
+    assert float(((observed - draft_expected) ** 2 / draft_expected).sum()) > 36  # p < 1e-6 for the draft's
 
 
 # ----------------------------------------------------------------------------- bad input
