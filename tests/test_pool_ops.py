@@ -12,7 +12,8 @@ SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=list(H
 OPTIONALS = ("bias", "freq_c", "prior")
 
 
-def _case(lengths, heads, d, dv, dtype, device, seed, with_bias, with_freq, with_prior):
+def make_case(lengths, heads, d, dv, dtype, device, seed, with_bias, with_freq, with_prior):
+    """Random op arguments (a dict in the op's argument order) for rows of the given lengths."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths, dtype=torch.long)
     offsets = leanops.lengths_to_offsets(lengths).to(device)
@@ -46,7 +47,7 @@ def _compare(got, want, tol):
 @SETTINGS
 def test_forward_equals_reference(backend, case):
     name, device = backend
-    args = _case(dtype=torch.float64, device=device, **case)
+    args = make_case(dtype=torch.float64, device=device, **case)
     got = leanops.jagged_attention_pool(*args.values(), backend=name)
     _compare(got, ref.jagged_attention_pool(*args.values()), 1e-10)
 
@@ -55,7 +56,7 @@ def test_forward_equals_reference(backend, case):
 @SETTINGS
 def test_backward_equals_reference(backend, case):
     name, device = backend
-    args = _case(dtype=torch.float64, device=device, **case)
+    args = make_case(dtype=torch.float64, device=device, **case)
     diff = [k for k, v in args.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
     def grads(fn):
@@ -80,7 +81,7 @@ def test_backward_equals_reference(backend, case):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
 def test_low_precision(backend, dtype, tol):
     name, device = backend
-    args = _case([3, 0, 17, 1, 64], 4, 32, 32, dtype, device, 0, True, True, True)
+    args = make_case([3, 0, 17, 1, 64], 4, 32, 32, dtype, device, 0, True, True, True)
     got = leanops.jagged_attention_pool(*args.values(), backend=name)
     _compare(got, ref.jagged_attention_pool(*args.values()), tol)
 
@@ -88,7 +89,7 @@ def test_low_precision(backend, dtype, tol):
 @pytest.mark.parametrize("opts", [(), ("bias",), ("freq_c", "prior"), OPTIONALS])
 def test_gradcheck(backend, opts):
     name, device = backend
-    args = _case([2, 0, 5, 1], 2, 3, 2, torch.float64, device, 3, "bias" in opts, "freq_c" in opts, "prior" in opts)
+    args = make_case([2, 0, 5, 1], 2, 3, 2, torch.float64, device, 3, "bias" in opts, "freq_c" in opts, "prior" in opts)
     keys = [k for k, v in args.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     leaves = tuple(args[k].detach().clone().requires_grad_() for k in keys)
 
@@ -102,14 +103,14 @@ def test_gradcheck(backend, opts):
 def test_empty_rows_and_prior_fallback(backend):
     """A row with no behaviour returns the prior value (lse = prior logit), or 0 and lse = -inf."""
     name, device = backend
-    args = _case([0, 2, 0], 2, 4, 3, torch.float32, device, 5, False, False, True)
+    args = make_case([0, 2, 0], 2, 4, 3, torch.float32, device, 5, False, False, True)
     out, lse = leanops.jagged_attention_pool(*args.values(), backend=name)
     torch.testing.assert_close(out[0], args["prior_value"][0])
     torch.testing.assert_close(lse[2], args["prior_logit"][2])
-    args = _case([0, 2, 0], 2, 4, 3, torch.float32, device, 5, False, False, False)
+    args = make_case([0, 2, 0], 2, 4, 3, torch.float32, device, 5, False, False, False)
     out, lse = leanops.jagged_attention_pool(*args.values(), backend=name)
     assert (out[0] == 0).all() and torch.isinf(lse[0]).all() and (lse[0] < 0).all()
-    empty = _case([], 2, 4, 3, torch.float32, device, 5, True, True, True)
+    empty = make_case([], 2, 4, 3, torch.float32, device, 5, True, True, True)
     out, lse = leanops.jagged_attention_pool(*empty.values(), backend=name)
     assert out.shape == (0, 2, 3) and lse.shape == (0, 2)
 
@@ -136,7 +137,7 @@ def test_opcheck(backend):
     name, device = backend
     suffix = "_triton" if name == "triton" else ""
     for opts in [(), OPTIONALS]:
-        a = _case([2, 0, 3], 2, 5, 3, torch.float32, device, 7, "bias" in opts, "freq_c" in opts, "prior" in opts)
+        a = make_case([2, 0, 3], 2, 5, 3, torch.float32, device, 7, "bias" in opts, "freq_c" in opts, "prior" in opts)
         for key in ("q", "k", "v", "bias", "prior_value"):
             if a[key] is not None:
                 a[key].requires_grad_()
@@ -151,7 +152,7 @@ def test_opcheck(backend):
 
 @pytest.mark.skipif(not _library.compiled_available(), reason="compiled library not built")
 def test_torch_compile_fullgraph():
-    a = _case([2, 0, 7, 3], 2, 8, 4, torch.float32, "cpu", 9, True, True, True)
+    a = make_case([2, 0, 7, 3], 2, 8, 4, torch.float32, "cpu", 9, True, True, True)
     fn = lambda *xs: torch.ops.leanops.jagged_attention_pool(*xs)  # noqa: E731
     got = torch.compile(fn, fullgraph=True)(*a.values())
     _compare(got, fn(*a.values()), 1e-6)
@@ -170,7 +171,7 @@ def test_jagged_from_padded_and_group_duplicates():
 
 # ----------------------------------------------------------------------------- bad input
 def _good():
-    return _case([2, 0, 3], 2, 4, 3, torch.float32, "cpu", 0, True, True, True)
+    return make_case([2, 0, 3], 2, 4, 3, torch.float32, "cpu", 0, True, True, True)
 
 
 @pytest.mark.parametrize("change,msg,exc", [

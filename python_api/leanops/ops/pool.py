@@ -2,6 +2,8 @@
 and the helpers that build the jagged layout (from padded tensors; duplicate keys grouped for KFAtt-freq)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _backend, _checks, _library
@@ -31,6 +33,8 @@ def _check(q, k, v, offsets, scale, bias, freq_c, prior_logit, prior_value, vali
     _checks.same_device(offsets, "offsets", q, "q")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"scale must be a float, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     t = k.shape[0]
     for name, x, shape in (("bias", bias, (t, heads)), ("freq_c", freq_c, (t, heads)),
                            ("prior_logit", prior_logit, (bsz, heads)), ("prior_value", prior_value, (bsz, heads, v.shape[2]))):
@@ -147,9 +151,9 @@ def _register_fake(suffix: str) -> None:
 
     @torch.library.register_fake(f"leanops::jagged_attention_pool_backward{suffix}")
     def _(grad_out, grad_lse, q, k, v, offsets, scale, bias, freq_c, prior_logit, prior_value, out, lse):
-        like = lambda t: torch.empty_like(t) if t is not None else q.new_empty(0)  # noqa: E731
-        return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), like(bias), like(freq_c),
-                like(prior_logit), like(prior_value))
+        # the kernels return contiguous gradients whatever the inputs' strides: so must the fake
+        like = lambda t: q.new_empty(t.shape) if t is not None else q.new_empty(0)  # noqa: E731
+        return like(q), like(k), like(v), like(bias), like(freq_c), like(prior_logit), like(prior_value)
 
 
 def _register_autograd(suffix: str) -> None:
@@ -165,8 +169,7 @@ def _register_autograd(suffix: str) -> None:
         q, k, v, offsets, bias, freq_c, prior_logit, prior_value, out, lse = ctx.saved_tensors
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        if grad_lse is not None:  # lse = -inf (empty row) has no gradient path
-            grad_lse = torch.where(torch.isfinite(lse), grad_lse, torch.zeros_like(grad_lse))
+        # grad_lse of an empty row (lse = -inf) needs no masking: all its entries are masked, so p = 0
         dq, dk, dv, dbias, dfreq, dpl, dpv = backward_op(grad_out.contiguous(), grad_lse, q, k, v, offsets, ctx.scale,
                                                          bias, freq_c, prior_logit, prior_value, out, lse)
         pick = lambda g, x: g if x is not None else None  # noqa: E731
