@@ -97,7 +97,9 @@ def test_gradcheck(backend, opts):
         out, lse = leanops.jagged_attention_pool(*{**args, **dict(zip(keys, xs))}.values(), backend=name)
         return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
 
-    assert torch.autograd.gradcheck(f, leaves)
+    # the Triton interpreter takes ~0.3 s a call: full gradcheck (2 calls per input element) would take minutes,
+    # fast mode checks the Jacobian along random directions with a few calls
+    assert torch.autograd.gradcheck(f, leaves, fast_mode=name == "triton")
 
 
 def test_empty_rows_and_prior_fallback(backend):
