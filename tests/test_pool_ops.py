@@ -216,3 +216,25 @@ def test_check_finite_is_opt_in():
     leanops.jagged_attention_pool(*args.values())  # hot path: no scan
     with pytest.raises(ValueError, match=r"k holds a non-finite value at index \[1, 0, 2\]"):
         leanops.jagged_attention_pool(*args.values(), check_finite=True)
+
+
+def test_benchmark_anchors_equal_the_reference_on_finite_inputs():
+    """segment_attention_pool (eager jagged anchor) and padded_attention_pool compute the same pooling."""
+    a = make_case([3, 0, 5, 1], 2, 4, 3, torch.float64, "cpu", 11, True, True, True)
+    want_out, want_lse = ref.jagged_attention_pool(*a.values())
+    out, lse = ref.segment_attention_pool(*a.values())
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(lse, want_lse)
+    lengths = a["offsets"].diff()
+    k_pad = torch.zeros(4, 5, 2, 4, dtype=torch.float64)
+    v_pad = torch.zeros(4, 5, 2, 3, dtype=torch.float64)
+    b_pad = torch.zeros(4, 5, 2, dtype=torch.float64)
+    f_pad = torch.zeros(4, 5, 2, dtype=torch.float64)
+    for b in range(4):
+        lo, hi = int(a["offsets"][b]), int(a["offsets"][b + 1])
+        k_pad[b, : hi - lo], v_pad[b, : hi - lo] = a["k"][lo:hi], a["v"][lo:hi]
+        b_pad[b, : hi - lo], f_pad[b, : hi - lo] = a["bias"][lo:hi], a["freq_c"][lo:hi]
+    out, lse = ref.padded_attention_pool(a["q"], k_pad, v_pad, lengths, a["scale"], b_pad, f_pad, a["prior_logit"],
+                                         a["prior_value"])
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(lse, want_lse)
