@@ -85,8 +85,9 @@ static void zero_r_is_identity() {
   EXPECT(at::equal(merge_slot_map_cpu(src, dst, unm, 1, 9), at::arange(9).expand({2, 9})));
   auto [gx, gcg, gtg] = merge_wavg_backward_cpu(out, x, size, out_size, src, dst, unm, 1, c10::nullopt, c10::nullopt);
   EXPECT(at::equal(gx, out));
-  // r clamped to 0: with num_protected = N - 1 there is no B token left to merge into
-  auto [s2, d2, u2] = bipartite_match_cpu(at::randn({1, 4, 2}), 1, 3);
+  // r clamped to 0: with num_protected = 2 and N = 3 the one token left (index 2, even) is in A and
+  // there is no B token to merge into
+  auto [s2, d2, u2] = bipartite_match_cpu(at::randn({1, 3, 2}), 1, 2);
   EXPECT(s2.size(1) == 0 && u2.size(1) == 1);
 }
 
@@ -112,7 +113,8 @@ static void grid_stride_launch_config() {
   EXPECT(grid_stride_blocks(70000, 1) == 70000);  // a batch past gridDim.y's 65535, on x
   const int64_t huge = int64_t(1) << 40;           // B * N past 2^31: capped, the stride loop covers the rest
   EXPECT(grid_stride_blocks(huge, 1) == kMaxGridX);
-  EXPECT(grid_stride_blocks(huge, 256) == huge / 256);
+  EXPECT(grid_stride_blocks(huge, 1024) == huge / 1024);  // 2^30 blocks: under the cap, one pass
+  EXPECT(grid_stride_blocks(huge, 256) == kMaxGridX);     // 2^32 wanted: capped
 }
 
 int main() {
