@@ -3,13 +3,13 @@
 (real English text on every machine; nothing is downloaded)."""
 from __future__ import annotations
 
+import copy
 import importlib
 import os
-import time
 
 import torch
 
-from .patch import mean_pool, patch, unpatch
+from .patch import mean_pool, patch
 
 _DOC_MODULES = ("json", "os", "re", "collections", "functools", "itertools", "pathlib", "subprocess", "logging",
                 "argparse", "datetime", "decimal", "fractions", "statistics", "random", "string", "textwrap",
@@ -70,31 +70,31 @@ def embed(model, batch) -> torch.Tensor:
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
-
-
 def fidelity_and_speed(r_values=(0, 2, 4, 8, 16), sentences: int = 64, max_length: int = 128, repeats: int = 3,
                        progress=None):
-    """Cosine similarity of merged vs unmerged sentence embeddings, and speed-up, for each r."""
+    """Cosine similarity of merged vs unmerged sentence embeddings, and speed-up, for each r. Timed with the
+    package's one timer: a patched copy of the model per r, interleaved with the unmerged model."""
+    from ..bench.timing import time_providers
+
     tok, model = load_minilm()
     texts = stdlib_sentences(sentences)
     batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     base = embed(model, batch)
-    t_base = _time(lambda: embed(model, batch), repeats)
-    rows = []
+    merged = {}
     for r in r_values:
-        patch(model, r=r)
-        emb = embed(model, batch)
-        t = _time(lambda: embed(model, batch), repeats)
+        merged[r] = copy.deepcopy(model)
+        patch(merged[r], r=r)
+    fns = {"unmerged": lambda: embed(model, batch)}
+    fns.update({f"r={r}": (lambda m=m: embed(m, batch)) for r, m in merged.items()})
+    times = time_providers(fns, repeats=repeats)
+    t_base = times["unmerged"].median
+    rows = []
+    for r, m in merged.items():
+        emb = embed(m, batch)
+        t = times[f"r={r}"].median
         cos = (emb * base).sum(-1)
-        rows.append({"r": r, "tokens_out": int(model._tome_state.tokens_per_layer[-1]), "cos_mean": float(cos.mean()),
+        rows.append({"r": r, "tokens_out": int(m._tome_state.tokens_per_layer[-1]), "cos_mean": float(cos.mean()),
                      "cos_min": float(cos.min()), "seconds": t, "speedup": t_base / t})
-        unpatch(model)
         if progress is not None:
             progress.update(1)
     return {"sentences": len(texts), "max_length": max_length, "baseline_seconds": t_base, "rows": rows,
