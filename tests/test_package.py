@@ -1,4 +1,5 @@
 """The package itself: build info, the fallback without a compiled library, the README example, the CLI."""
+import importlib
 import json
 import os
 import re
@@ -60,3 +61,19 @@ def test_cli_info():
     info = json.loads(out.stdout)
     assert info["backends"][0] == "reference"
     assert "triton" in info and (info["triton"].startswith("unavailable: ") or "triton" in info["backends"])
+
+
+def test_cli_bench_names_are_the_bench_modules_with_a_sweep():
+    from leanops.cli import bench_names
+
+    names = bench_names()
+    assert {"merge", "pool", "verify", "minions"} <= set(names) and "timing" not in names
+    for name in names:
+        assert callable(importlib.import_module(f"leanops.bench.{name}").run), name
+
+
+def test_demo_runs_every_method_subpackage_that_has_a_demo_module():
+    from leanops.demo import method_demos
+
+    for name in method_demos():
+        assert callable(importlib.import_module(f"leanops.{name}.demo").section), name

