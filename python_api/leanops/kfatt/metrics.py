@@ -5,32 +5,29 @@ import numpy as np
 import torch
 
 
+def _roc_auc_score():
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError as exc:  # optional dependency: pip install 'leanops[kfatt]'
+        raise ImportError("leanops.kfatt's AUC metrics need scikit-learn: pip install scikit-learn "
+                          "(or leanops[kfatt])") from exc
+    return roc_auc_score
+
+
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve (rank statistic, ties averaged)."""
-    labels = labels.bool()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve (scikit-learn's ``roc_auc_score``; tied scores count one half).
+    NaN when only one class is present."""
+    y = labels.bool().numpy()
+    if y.all() or not y.any():
         return float("nan")
-    order = torch.argsort(scores)
-    ranks = torch.empty_like(scores, dtype=torch.float64)
-    sorted_scores = scores[order]
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    # average the ranks of tied scores
-    uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
-    if len(uniq) < len(scores):
-        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks[order])
-        ranks[order] = (sums / counts)[inverse]
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(_roc_auc_score()(y, scores.double().numpy()))
 
 
 def gauc(scores: torch.Tensor, labels: torch.Tensor, users: torch.Tensor) -> float:
     """GAUC as in DIN's paper: each user's AUC over their own impressions, averaged with weights equal to
     the user's number of impressions; users whose impressions are all clicks or all non-clicks are
     skipped (their AUC is undefined). NaN when no user has both classes."""
-    try:
-        from sklearn.metrics import roc_auc_score
-    except ImportError as exc:  # optional dependency: pip install 'leanops[kfatt]'
-        raise ImportError("gauc needs scikit-learn: pip install scikit-learn (or leanops[kfatt])") from exc
+    roc_auc_score = _roc_auc_score()
     if not scores.shape == labels.shape == users.shape or scores.dim() != 1:
         raise ValueError(f"scores, labels and users must be 1-D of one length, got {tuple(scores.shape)}, "
                          f"{tuple(labels.shape)}, {tuple(users.shape)}")
