@@ -39,7 +39,7 @@ def known_delay_estimate(elapsed, converted, arm=None, delay_cdfs=None, n_arms: 
     return theta, n_eff, s
 
 
-def _initial(s, n, sum_d, init):
+def _initial(s, n, sum_d, init, mean_elapsed):
     if init is not None:
         theta0, lam0 = (np.array(x, dtype=float, copy=True).reshape(-1) for x in init)
         if theta0.shape != s.shape or lam0.shape != s.shape:
@@ -51,11 +51,14 @@ def _initial(s, n, sum_d, init):
         lam0 = np.full(s.shape, np.nan)
         bad = np.ones(s.shape, bool)
     # cold start where no usable warm start: theta from the observed rate (a lower bound), lam from the
-    # observed delays (an upper bound, short delays are seen first); EM moves both.
+    # observed delays (an upper bound, short delays are seen first); EM moves both. An arm without any
+    # conversion says nothing about its delay: it takes the pooled delay of the other arms (or, with no
+    # conversion at all, the mean elapsed time), and EM leaves its lam there.
+    pooled = s.sum() / sum_d.sum() if s.sum() > 0 and sum_d.sum() > 0 else 1.0 / max(mean_elapsed, 1e-12)
     with np.errstate(invalid="ignore", divide="ignore"):
         theta_cold = np.clip(np.where(n > 0, (s + 1.0) / (n + 2.0), 0.5), 1e-3, 0.999)
-        lam_cold = np.where((s > 0) & (sum_d > 0), s / np.maximum(sum_d, _TINY), 1.0)
-    return np.where(bad, theta_cold, theta0), np.where(bad, lam_cold, lam0)
+        lam_cold = np.where((s > 0) & (sum_d > 0), s / np.maximum(sum_d, _TINY), pooled)
+    return np.where(bad, theta_cold, theta0), np.where(bad | (s == 0), lam_cold, lam0)
 
 
 def _check_em_args(cycles, tol, max_cycles):
@@ -75,14 +78,14 @@ def em_estimate(elapsed, converted, delay, arm=None, *, n_arms: int | None = Non
     observed delay of converted units (ignored elsewhere); ``arm``: arm index per unit (None: one arm).
     ``init=(theta, lam)`` warm-starts from a previous estimate. ``cycles`` runs a fixed number of EM cycles;
     otherwise cycles run until the largest relative change of theta and lam is below ``tol`` (at most
-    ``max_cycles``). Arms without units get NaN; an arm without conversions keeps its starting ``lam``
-    (the data say nothing about it) while theta goes towards 0."""
+    ``max_cycles``). Arms without units get NaN; an arm without any observed conversion keeps its starting
+    ``lam`` (the pooled delay of the other arms: its own data say nothing about it) while theta goes to 0."""
     _check_em_args(cycles, tol, max_cycles)
     e, c, d, a, k = check_units(elapsed, converted, delay, arm, n_arms)
     n = np.bincount(a, minlength=k).astype(float)
     s = np.bincount(a, weights=c.astype(float), minlength=k)
     sum_d = np.bincount(a, weights=np.where(c, d, 0.0), minlength=k)
-    theta, lam = _initial(s, n, sum_d, init)
+    theta, lam = _initial(s, n, sum_d, init, float(e.mean()) if e.size else 1.0)
     wait = ~c
     e_w, a_w = e[wait], a[wait]
     steps = cycles if cycles is not None else max_cycles
@@ -97,7 +100,7 @@ def em_estimate(elapsed, converted, delay, arm=None, *, n_arms: int | None = Non
         with np.errstate(invalid="ignore", divide="ignore"):
             theta_new = np.where(n > 0, total / np.maximum(n, 1.0), np.nan)
             denom = sum_d + swe + sw / lam
-            lam_new = np.where(total > 1e-12, total / np.maximum(denom, _TINY), lam)
+            lam_new = np.where(s > 0, total / np.maximum(denom, _TINY), lam)
         change = np.nanmax(np.abs(np.concatenate([(theta_new - theta) / np.maximum(np.abs(theta), 1e-12),
                                                   (lam_new - lam) / lam])), initial=0.0)
         theta, lam = theta_new, lam_new
@@ -120,7 +123,8 @@ def em_estimate_loop(elapsed, converted, delay, arm=None, *, n_arms: int | None 
         if ci:
             s[ai] += 1.0
             sum_d[ai] += di
-    theta_a, lam_a = _initial(np.array(s), np.array(n), np.array(sum_d), init)
+    theta_a, lam_a = _initial(np.array(s), np.array(n), np.array(sum_d), init,
+                             sum(e_l) / len(e_l) if e_l else 1.0)
     theta, lam = theta_a.tolist(), lam_a.tolist()
     steps = cycles if cycles is not None else max_cycles
     for _ in range(steps):
@@ -138,7 +142,7 @@ def em_estimate_loop(elapsed, converted, delay, arm=None, *, n_arms: int | None 
                 continue
             total = s[j] + sw[j]
             t_new = total / n[j]
-            l_new = total / max(sum_d[j] + swe[j] + sw[j] / lam[j], _TINY) if total > 1e-12 else lam[j]
+            l_new = total / max(sum_d[j] + swe[j] + sw[j] / lam[j], _TINY) if s[j] > 0 else lam[j]
             change = max(change, abs(t_new - theta[j]) / max(abs(theta[j]), 1e-12), abs(l_new - lam[j]) / lam[j])
             theta[j], lam[j] = t_new, l_new
         if cycles is None and change < tol:
