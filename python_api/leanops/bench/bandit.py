@@ -44,7 +44,7 @@ def logged_units(n: int, seed: int = 0):
     return elapsed, converted, np.where(converted, delay, np.nan), arm
 
 
-def em_bincount_gather(elapsed, converted, delay, arm, cycles=CYCLES):
+def em_bincount_gather(elapsed, converted, delay, arm, cycles: int = CYCLES):
     """The ablation: the same EM vectorised the obvious way, gathering theta and lam per unit and summing
     with ``np.bincount`` by arm every cycle (no sort into per-arm slices, no in-place passes)."""
     e, c, d, a, k = check_units(elapsed, converted, delay, arm)
