@@ -188,3 +188,19 @@ def test_cli_create_log_allocate_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("kind,unit_id,arm,time\nconversion,ghost,,3\n"))
     assert main(["experiment", "log", path]) == 2
     assert "never exposed" in capsys.readouterr().err
+
+
+def test_snapshot_reads_new_events_incrementally_and_matches_a_fresh_read(tmp_path):
+    path = tmp_path / "inc.db"
+    with Experiment(path, ["A", "B"]) as ex, Experiment(path) as other:
+        ex.log_exposures([("u1", "A", 0.0), ("u2", "B", 1.0)])
+        assert ex.observations(now=10.0).n_units == 2
+        other.log_exposures([("u3", "A", 2.0)])  # another connection writes
+        other.log_conversions([("u1", 4.0), ("u3", 5.0)])
+        ex.log_conversions([("u2", 3.0)])
+        got = ex.observations(now=10.0)
+        with Experiment(path) as fresh:
+            want = fresh.observations(now=10.0)
+        for field in ("arm", "elapsed", "converted", "delay"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+        np.testing.assert_array_equal(got.delay, [4.0, 2.0, 3.0])

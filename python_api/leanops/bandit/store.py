@@ -82,6 +82,8 @@ class Experiment:
         self.policy: str = stored["policy"]
         self._arm_index = {a: i for i, a in enumerate(self.arms)}
         self._estimate = None  # EM warm start between calls
+        self._snapshot = {"exp_rowid": 0, "conv_rowid": 0, "rowid": np.zeros(0, np.int64),
+                          "arm": np.zeros(0, np.int64), "t_exp": np.zeros(0), "t_conv": np.zeros(0)}
 
     @staticmethod
     def _check_arms(arms) -> list[str]:
@@ -246,15 +248,40 @@ class Experiment:
         return self._conn.execute("SELECT (SELECT count(*) FROM exposures), (SELECT count(*) FROM conversions)"
                                   ).fetchone()
 
+    def _refresh(self) -> None:
+        """Brings the in-memory copy of the event tables up to date, reading only rows added since the last
+        call (both tables only grow: rows are never updated or deleted, and rowids increase), all in one read
+        transaction (a consistent WAL snapshot even while other processes write)."""
+        snap = self._snapshot
+        c = self._conn
+        c.execute("BEGIN")
+        try:
+            new_exp = c.execute("SELECT rowid, arm, time FROM exposures WHERE rowid > ? ORDER BY rowid",
+                                (snap["exp_rowid"],)).fetchall()
+            new_conv = c.execute("""SELECT c.rowid, e.rowid, c.time FROM conversions c JOIN exposures e
+                                    USING (unit_id) WHERE c.rowid > ?""", (snap["conv_rowid"],)).fetchall()
+        finally:
+            c.execute("COMMIT")
+        if new_exp:
+            arr = np.array(new_exp, dtype=float)
+            snap["rowid"] = np.concatenate([snap["rowid"], arr[:, 0].astype(np.int64)])
+            snap["arm"] = np.concatenate([snap["arm"], arr[:, 1].astype(np.int64)])
+            snap["t_exp"] = np.concatenate([snap["t_exp"], arr[:, 2]])
+            snap["t_conv"] = np.concatenate([snap["t_conv"], np.full(len(new_exp), np.nan)])
+            snap["exp_rowid"] = int(arr[-1, 0])
+        if new_conv:
+            arr = np.array(new_conv, dtype=float)
+            snap["t_conv"][np.searchsorted(snap["rowid"], arr[:, 1].astype(np.int64))] = arr[:, 2]
+            snap["conv_rowid"] = max(snap["conv_rowid"], int(arr[:, 0].max()))
+
     def observations(self, now: float | None = None) -> Observations:
         """The snapshot the policy sees at time ``now`` (default: the latest logged time). Events after
-        ``now`` are not yet seen."""
-        rows = self._conn.execute("""SELECT e.arm, e.time, c.time FROM exposures e
-                                     LEFT JOIN conversions c USING (unit_id)""").fetchall()
-        if not rows:
+        ``now`` are not yet seen. Only events logged since the previous call are read from the file."""
+        self._refresh()
+        snap = self._snapshot
+        if snap["arm"].size == 0:
             return Observations.empty(len(self.arms))
-        arr = np.array(rows, dtype=float)  # NULL conversion time -> nan
-        arm, t_exp, t_conv = arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2]
+        arm, t_exp, t_conv = snap["arm"], snap["t_exp"], snap["t_conv"]
         if now is None:
             now = float(np.nanmax(np.concatenate([t_exp, t_conv])))
         seen = t_exp <= now
