@@ -76,7 +76,8 @@ def verdicts(final: dict, cpu: dict, setting: str) -> list[str]:
         else:
             out.append(f"{setting}: NOT as expected: {other} has lower final regret than {label} "
                        f"({final[other].mean():.1f} vs {final[ours].mean():.1f}, paired difference "
-                       f"{d['diff_mean']:+.1f} ± {d['diff_std']:.1f}, {label} lower on {d['reference_won']}/{d['seeds']} seeds).")
+                       f"{d['diff_mean']:+.1f} ± {d['diff_std']:.1f}, {label} lower on "
+                       f"{d['reference_won']}/{d['seeds']} seeds).")
 
     compare(REFERENCE, "bayes_grid", "D-TS (EM delays)")
     for other in ("ducb", "dbucb"):
@@ -88,7 +89,8 @@ def verdicts(final: dict, cpu: dict, setting: str) -> list[str]:
     d = paired(final, "ts_naive")
     if d["diff_mean"] <= 0:
         out.append(f"{setting}: NOT as expected: naive TS does not lose to D-TS (EM) (paired difference "
-                   f"{d['diff_mean']:+.1f} ± {d['diff_std']:.1f}, D-TS lower on {d['reference_won']}/{d['seeds']} seeds).")
+                   f"{d['diff_mean']:+.1f} ± {d['diff_std']:.1f}, D-TS lower on "
+                   f"{d['reference_won']}/{d['seeds']} seeds).")
     d = paired(final, "ts_naive", "dts_known")
     if d["diff_mean"] <= 0:
         out.append(f"{setting}: NOT as expected: naive TS does not lose to D-TS (known delays) (paired difference "

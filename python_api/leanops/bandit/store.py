@@ -24,7 +24,7 @@ from scipy import stats
 
 from .estimators import em_estimate
 from .model import Observations
-from .policies import POLICY_NAMES, beta_params, expected_loss, make_policy, prob_best
+from .policies import beta_params, expected_loss, make_policy, prob_best
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -123,7 +123,8 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
 
         cold_name = "cold: open + allocate(500) (reads all events)"
         fns = {cold_name: cold, "warm: log 500 exposures + allocate(500)": warm,
-               "EM from a cold start + sampling, on the snapshot": lambda: EMDelayTS(3).allocate(500, obs, np.random.default_rng(0))}
+               "EM from a cold start + sampling, on the snapshot":
+                   lambda: EMDelayTS(3).allocate(500, obs, np.random.default_rng(0))}
         ta = time_providers(fns, "cpu", repeats)
         for name in fns:
             rows.append({"part": f"store with {n_exp} exposures + {n_conv} conversions", "provider": name,
@@ -151,7 +152,8 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     for r in rows:
         if r["part"] != part:
             part = r["part"]
-            print(f"\n{part}\n{'provider':44} {'median ms':>11} {'p25-p75 ms':>21} {'x ' + r['vs_anchor']['anchor']:>28}")
+            anchor = "x " + r["vs_anchor"]["anchor"]
+            print(f"\n{part}\n{'provider':44} {'median ms':>11} {'p25-p75 ms':>21} {anchor:>28}")
         v = r["vs_anchor"]
         print(f"{r['provider']:44} {r['median_ms']:11.2f} {r['p25_ms']:10.2f}-{r['p75_ms']:<10.2f} "
               f"{v['ratio']:12.2f}x ({v['ratio_p25']:.2f}-{v['ratio_p75']:.2f})")
