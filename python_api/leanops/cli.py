@@ -1,4 +1,4 @@
-"""The ``leanops`` command: ``info``, ``bench <family>``, ``demo``."""
+"""The ``leanops`` command: ``info``, ``bench <family>``, ``demo``, ``experiment``."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,37 @@ def _demo(args) -> int:
     return 0
 
 
+def _experiment(args) -> int:
+    from .bandit.cli import run
+
+    return run(args)
+
+
+def _add_experiment(sub) -> None:
+    """``leanops experiment create|log|allocate|report`` (the SQLite experiment store of leanops.bandit)."""
+    exp = sub.add_parser("experiment", help="adaptive experiment with delayed conversions (SQLite store)")
+    act = exp.add_subparsers(dest="action", required=True)
+    create = act.add_parser("create", help="create the store file")
+    create.add_argument("path")
+    create.add_argument("--arms", nargs="+", required=True, help="arm names")
+    create.add_argument("--policy", default="dts_em", choices=("dts_em", "ts_naive", "bayes_grid", "ab"))
+    log = act.add_parser("log", help="log events from a CSV (header kind,unit_id,arm,time; '-' reads stdin)")
+    log.add_argument("path")
+    log.add_argument("csv", nargs="?", default="-")
+    alloc = act.add_parser("allocate", help="the next N assignments, one arm name per line")
+    alloc.add_argument("path")
+    alloc.add_argument("n", type=int)
+    alloc.add_argument("--now", type=float, default=None, help="decision time (default: latest logged time)")
+    alloc.add_argument("--min-share", type=float, default=0.0, help="minimum probability per arm")
+    alloc.add_argument("--seed", type=int, default=None)
+    alloc.add_argument("--json", action="store_true")
+    report = act.add_parser("report", help="per-arm rate, interval, delay, P(best), loss of stopping now")
+    report.add_argument("path")
+    report.add_argument("--now", type=float, default=None, help="decision time (default: latest logged time)")
+    report.add_argument("--json", action="store_true")
+    exp.set_defaults(fn=_experiment)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="leanops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +86,7 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="run every method's demo")
     demo.add_argument("--quick", action="store_true", help="smaller inputs")
     demo.set_defaults(fn=_demo)
+    _add_experiment(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
