@@ -1,15 +1,14 @@
 """Data, calibration, group-wise dual sampling, the DataLoader pipeline, the Trainer (GPT-2 and BART,
 tiny random configs) and the experiment on a tiny configuration. A bag-of-words embedder stands in
 for MiniLM here (speed); tests/test_contrastive_minilm.py runs the real one."""
-import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from leanops.contrastive import (GroupDataset, Trainer, TextEmbeddings, calibrate, encode_pairs, frozen_copy,
-                                 group_loader, load_pairs, sample_groups, sequence_logprob, split_by_conversation,
+from leanops.contrastive import (GroupDataset, HashedBagOfWords, Trainer, TextEmbeddings, calibrate, encode_pairs,
+                                 frozen_copy, group_loader, load_pairs, sample_groups, sequence_logprob, split_by_conversation,
                                  train_tokenizer)
 from leanops.contrastive.sampling import SIDES
 
@@ -19,13 +18,7 @@ from test_contrastive_loss import tiny_bart, tiny_gpt2  # noqa: E402
 TOPICS = ["greetings", "emotion", "food"]
 
 
-def bow_embedder(texts):
-    """Hashed bag of words (deterministic across processes)."""
-    out = np.zeros((len(texts), 128), np.float32)
-    for i, t in enumerate(texts):
-        for w in t.lower().replace("?", " ").replace(".", " ").split():
-            out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 128] += 1
-    return out + 1e-3
+bow_embedder = HashedBagOfWords()
 
 
 @pytest.fixture(scope="module")

@@ -43,8 +43,8 @@ CONFIGS = {
     "full": dict(vocab=1000, n_embd=96, n_layer=3, n_head=4, pretrain_steps=800, continue_steps=300, batch=32,
                  k=2, candidates=16, max_alpha=0.5, anneal_frac=0.3, lr=3e-3, continue_lr=5e-4, max_tokens=20,
                  topics=None),
-    "quick": dict(vocab=800, n_embd=64, n_layer=2, n_head=4, pretrain_steps=300, continue_steps=100, batch=32,
-                  k=1, candidates=16, max_alpha=0.5, anneal_frac=0.3, lr=3e-3, continue_lr=5e-4, max_tokens=20,
+    "quick": dict(vocab=800, n_embd=64, n_layer=2, n_head=4, pretrain_steps=250, continue_steps=60, batch=24,
+                  k=1, candidates=16, max_alpha=0.5, anneal_frac=0.3, lr=3e-3, continue_lr=1e-3, max_tokens=20,
                   topics=None),
 }
 

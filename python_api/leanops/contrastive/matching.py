@@ -43,13 +43,29 @@ class MiniLMEmbedder:
         return out
 
 
+class HashedBagOfWords:
+    """A cheap stand-in matcher for tests and timing runs: hashed word counts (md5, stable across processes)."""
+
+    def __init__(self, dim: int = 128):
+        self.dim = dim
+
+    def __call__(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        import hashlib
+
+        out = np.full((len(texts), self.dim), 1e-3, dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().replace("?", " ").replace(".", " ").replace(",", " ").replace("!", " ").split():
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1
+        return out
+
+
 class TextEmbeddings:
     """Embeds every distinct text once; ``cosine(a, b)`` for aligned lists of texts."""
 
     def __init__(self, embedder, texts: list[str], progress: bool = False):
         self.texts = sorted(set(texts))
         self.row = {t: i for i, t in enumerate(self.texts)}
-        vecs = np.asarray(embedder(self.texts, progress=progress) if progress else embedder(self.texts), np.float32)
+        vecs = np.asarray(embedder(self.texts, progress=progress), np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         self.vectors = vecs / np.maximum(norms, 1e-12)
 
