@@ -192,3 +192,30 @@ def test_experiment_main_tiny(tmp_path):
     r = saved["runs"]
     assert d["per_seed"][1] == pytest.approx(r[1]["results"][ARMS[2]]["distinct_1"] - r[1]["results"][ARMS[1]]["distinct_1"])
     assert isinstance(out["expectation_failures"], list)
+
+
+def test_reference_cache_reuses_frozen_scores_until_refresh():
+    from leanops.contrastive.pipeline import GroupCollator
+
+    items = [{"observed": ([5, 6, 7], [8, 9, 2]), "sampled": [([5, 6, 7], [10, 11, 2], 0.8), ([5, 6, 7], [12, 2], -0.9)],
+              "row_id": 0},
+             {"observed": ([13, 14], [15, 2]), "sampled": [([16, 14], [15, 2], 0.6), ([17, 18, 19], [15, 2], -0.7)],
+              "row_id": 3}]
+    batch = GroupCollator(pad_id=0)(items)
+    assert batch["row_ids"].tolist() == [0, 3, 1, 2, 4, 5]
+    model = tiny_gpt2().train()
+    ref = frozen_copy(model)
+    calls = []
+    ref.register_forward_hook(lambda *a: calls.append(1))
+    trainer = Trainer(model, ref, anneal_steps=0, max_alpha=1.0, cache_reference=True, refresh_every=3, progress=False)
+    plain = Trainer(copy_of := tiny_gpt2().train(), frozen_copy(copy_of), anneal_steps=0, max_alpha=1.0, progress=False)
+    first, expect = [], []
+    for s in range(2):  # same init (seed 0) and the same dropout draws; `plain` has no cache
+        torch.manual_seed(s)
+        first.append(trainer.step(batch)["contrastive"])
+        torch.manual_seed(s)
+        expect.append(plain.step(batch)["contrastive"])
+    assert len(calls) == 1 and first == pytest.approx(expect, abs=1e-5)
+    trainer.step(batch)  # step 3 refreshes the reference: the cache is emptied
+    trainer.step(batch)
+    assert len(calls) == 2

@@ -39,7 +39,8 @@ class GroupDataset(Dataset):
         return len(self.ctx)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"observed": (self.ctx[i], self.resp[i]), "sampled": []}
+        slots = 1 + (4 * self.groups.k if self.groups is not None else 0)
+        item = {"observed": (self.ctx[i], self.resp[i]), "sampled": [], "row_id": i * slots}
         if self.groups is not None:
             for side in SIDES:
                 for j, s in zip(self.groups.index[side][i].tolist(), self.groups.score[side][i].tolist()):
@@ -59,15 +60,19 @@ class GroupCollator:
         ctx = [it["observed"][0] for it in items]
         resp = [it["observed"][1] for it in items]
         scores = [1.0] * len(items)
+        # row ids name each (pair, slot) for the whole run, so a frozen reference's scores can be cached
+        row_ids = [it.get("row_id", -1) for it in items]
         for it in items:
-            for c, r, s in it["sampled"]:
+            for m, (c, r, s) in enumerate(it["sampled"]):
                 ctx.append(c)
                 resp.append(r)
                 scores.append(s)
+                row_ids.append(it["row_id"] + 1 + m if "row_id" in it else -1)
         c_ids, c_mask = pad_rows(ctx, self.pad_id, "left")
         r_ids, r_mask = pad_rows(resp, self.pad_id, "right")
         return {"context_ids": c_ids, "context_mask": c_mask, "response_ids": r_ids, "response_mask": r_mask,
-                "scores": torch.tensor(scores, dtype=torch.float32), "num_observed": len(items)}
+                "scores": torch.tensor(scores, dtype=torch.float32), "num_observed": len(items),
+                "row_ids": torch.tensor(row_ids, dtype=torch.long)}
 
 
 def group_loader(dataset: GroupDataset, batch_size: int, pad_id: int, shuffle: bool = True, num_workers: int = 0,

@@ -5,6 +5,9 @@ Loss at step t: ``(1 - a_t) * NLL + a_t * group_contrastive_loss``. ``a_t = 0`` 
 over ``anneal_steps`` steps and stays there. In a contrastive step every row of the batch (observed and
 sampled pairs) goes through the model in one forward, and through the reference in one forward under
 ``torch.inference_mode``; the NLL is the token-mean over the observed rows of that same forward.
+With ``cache_reference=True`` the frozen reference's log-likelihood of each row (named by the batch's
+``row_ids``) is computed once and reused until the next refresh: the reference never changes between
+refreshes, so later epochs skip its forward.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ class Trainer:
     def __init__(self, model, ref_model=None, lr: float = 1e-3, mle_steps: int = 0, anneal_steps: int = 100,
                  max_alpha: float = 1.0, refresh_every: int | None = None, grad_clip: float | None = 1.0,
                  optimizer: torch.optim.Optimizer | None = None, checkpoint_dir: str | None = None,
-                 checkpoint_every: int | None = None, progress: bool = True):
+                 checkpoint_every: int | None = None, progress: bool = True, cache_reference: bool = False):
         if not 0 <= max_alpha <= 1:
             raise ValueError(f"max_alpha must be in [0, 1], got {max_alpha}")
         if mle_steps < 0 or anneal_steps < 0:
@@ -71,6 +74,8 @@ class Trainer:
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.progress = progress
         self.step_count = 0
+        self.cache_reference = cache_reference
+        self._ref_cache: dict[int, float] = {}
 
     def alpha(self, step: int | None = None) -> float:
         t = self.step_count if step is None else step
@@ -93,11 +98,22 @@ class Trainer:
         nll = -logp[:b].sum() / counts[:b].sum()
         out = {"nll": nll}
         if alpha > 0:
-            with torch.inference_mode():
-                logp_ref = sequence_logprob(self.ref_model, *args)
+            logp_ref = self._reference_logprob(batch, args).to(logp.device)
             scores = batch["scores"].to(logp.device)
-            out["contrastive"] = group_contrastive_loss(logp, logp_ref.clone(), scores)
+            out["contrastive"] = group_contrastive_loss(logp, logp_ref, scores)
         return out
+
+    def _reference_logprob(self, batch: dict, args: list) -> torch.Tensor:
+        ids = batch.get("row_ids")
+        use_cache = self.cache_reference and ids is not None and bool((ids >= 0).all())
+        if use_cache and all(i in self._ref_cache for i in ids.tolist()):
+            return torch.tensor([self._ref_cache[i] for i in ids.tolist()], dtype=torch.float32)
+        with torch.inference_mode():
+            logp_ref = sequence_logprob(self.ref_model, *args)
+        logp_ref = logp_ref.clone()  # a normal tensor (inference tensors cannot enter autograd's saved state)
+        if use_cache:
+            self._ref_cache.update(zip(ids.tolist(), logp_ref.tolist()))
+        return logp_ref
 
     def step(self, batch: dict) -> dict:
         self.model.train()
@@ -121,6 +137,7 @@ class Trainer:
         """The reference takes the trained model's current weights (it stays frozen)."""
         self.ref_model.load_state_dict(self.model.state_dict())
         self.ref_model.eval()
+        self._ref_cache.clear()
 
     def save_checkpoint(self, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
