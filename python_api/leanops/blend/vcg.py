@@ -35,8 +35,9 @@ def _merge(a: Pool, b: Pool) -> Pool:
 def vcg_result(click_model: ClickModelFn, bids, is_ad, n_slots: int, max_ads: int, vb_ad: float = 0.0,
                vb_org: float = 0.0, keep_organic_order: bool = True, method: str = "auto",
                beam_width: int = BEAM_WIDTH, negative_prices: str = "allow", chunk_size: int = 16384,
-               exact_limit: int = EXACT_LIMIT) -> VCGResult:
-    """``vcg`` with everything it computed (see ``vcg``)."""
+               exact_limit: int = EXACT_LIMIT, batched_resolves: bool = True) -> VCGResult:
+    """``vcg`` with everything it computed (see ``vcg``). ``batched_resolves=False`` runs the beam re-solves
+    one after another (the benchmark's loop; same result)."""
     if negative_prices not in NEGATIVE_PRICES:
         raise ValueError(f"negative_prices must be one of {NEGATIVE_PRICES}, got {negative_prices!r}")
     bids, is_ad = check_problem(bids, is_ad, n_slots, max_ads, vb_ad, vb_org)
@@ -55,8 +56,10 @@ def vcg_result(click_model: ClickModelFn, bids, is_ad, n_slots: int, max_ads: in
             break
         excluded = torch.zeros(len(todo), m, dtype=torch.bool)
         excluded[torch.arange(len(todo)), torch.tensor(todo)] = True
-        pool = _merge(pool, beam_pool(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, excluded,
-                                      beam_width, chunk_size))
+        groups = [excluded] if batched_resolves else [row[None] for row in excluded]
+        for group in groups:
+            pool = _merge(pool, beam_pool(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, group,
+                                          beam_width, chunk_size))
         solved.update(todo)
     w_star = float(best_v[0])
     ctr = pool.ctr[best_i[0]]
