@@ -205,3 +205,30 @@ def test_bad_is_ad_and_negative_prices_option():
         allocate(lambda s: torch.full(s.shape, 0.5), [1.0, 0.0], torch.tensor([1, 0]), 1, 1)
     with pytest.raises(ValueError, match="negative_prices"):
         vcg(lambda s: torch.full(s.shape, 0.5), [1.0, 0.0], torch.tensor([True, False]), 1, 1, negative_prices="x")
+
+
+def test_score_cache_scores_each_distinct_slate_once():
+    from leanops.blend.slates import ScoreCache, values_of
+
+    seen = []
+    base = cheap_click_model(6, 0)
+
+    def counting(slates):
+        seen.append(slates.shape[0])
+        return base(slates)
+
+    cache = ScoreCache(6, 3)
+    slates = torch.tensor([[0, 1, 2], [3, 4, 5], [0, 1, 2]])
+    w = torch.rand(6, dtype=torch.float64)
+    v1, c1 = values_of(counting, slates, w, cache=cache)
+    v2, c2 = values_of(counting, torch.tensor([[3, 4, 5], [5, 4, 3]]), w, cache=cache)
+    assert seen == [2, 1]  # duplicates and already-scored slates are not sent again
+    want_v, want_c = values_of(base, torch.tensor([[0, 1, 2], [3, 4, 5], [0, 1, 2], [3, 4, 5], [5, 4, 3]]), w)
+    assert torch.allclose(torch.cat([c1, c2]), want_c) and torch.allclose(torch.cat([v1, v2]), want_v)
+    # VCG answers do not depend on sharing scores or batching the re-solves
+    bids, is_ad = random_instance(3, n_ads=4, n_org=5)
+    model = cheap_click_model(9, 3)
+    a = vcg_result(model, bids, is_ad, 4, 2, vb_org=0.5, method="beam", beam_width=3)
+    b = vcg_result(model, bids, is_ad, 4, 2, vb_org=0.5, method="beam", beam_width=3, batched_resolves=False,
+                   share_scores=False, chunk_size=9)
+    assert torch.equal(a.slate, b.slate) and torch.allclose(a.price_per_click, b.price_per_click, atol=1e-12)

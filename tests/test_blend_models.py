@@ -50,7 +50,7 @@ def test_click_models_learn_and_list_aware_beats_position_only():
     torch.manual_seed(0)
     scores = {}
     for name, cls in cm.MODELS.items():
-        model = cm.train(cls(req.item_features().shape[-1], req.user.shape[-1], 4), req, logs, epochs=3,
+        model = cm.train(cls(req.item_features().shape[-1], req.user.shape[-1], 4), req, logs, epochs=5, batch=64,
                          generator=g)
         scores[name] = cm.metrics(cm.predict(model, req, logs.request, logs.slates), logs.clicks)
     assert scores["list-aware (ClickModel)"]["log_loss"] < scores["position-only"]["log_loss"]
@@ -73,9 +73,13 @@ def test_gsp_baselines_hand_made():
     # ranked: scores ad0 1.0, ad1 0.4, organic vb_org * pctr = 0.6, 0.4, 0.2 -> ad0 first, pays max(0.4, 0.6)/0.5
     slate, price = ranked(pctr, bids, is_ad, 3, 2, 0.0, 2.0)
     assert slate.tolist() == [0, 2, 3] and price.tolist() == pytest.approx([1.2, 0.0, 0.0])
-    # fixed slots: only slot 1 (2nd) may hold an ad; ad0 beats the displaced organic (2 * 0.4 = 0.8)
+    # fixed slots: only slot 1 (2nd) may hold an ad; ad0 (1.0) beats the organic it displaces there (item 3:
+    # 2 * 0.2 = 0.4) and pays max(next ad 0.4, displaced 0.4) / 0.5 = 0.8
     slate, price = fixed_slots(pctr, bids, is_ad, 3, 1, 0.0, 2.0)
-    assert slate.tolist() == [2, 0, 3] and price.tolist() == pytest.approx([0.0, 1.6, 0.0])
+    assert slate.tolist() == [2, 0, 3] and price.tolist() == pytest.approx([0.0, 0.8, 0.0])
+    # with a high organic virtual bid the organic item keeps the slot
+    slate, price = fixed_slots(pctr, bids, is_ad, 3, 1, 0.0, 6.0)
+    assert slate.tolist() == [2, 3, 4] and price.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_golden_section_and_spsa_find_maxima():

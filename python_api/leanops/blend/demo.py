@@ -28,7 +28,8 @@ def section(quick: bool) -> None:
 
     def search(batched):
         return lambda: vcg_result(truth, bids, is_ad, n_slots, max_ads, vb_org=0.5, method="beam", beam_width=8,
-                                  batched_resolves=batched, chunk_size=n_ads + n_org)
+                                  batched_resolves=batched, share_scores=batched,
+                                  chunk_size=16384 if batched else n_ads + n_org)
 
     t = time_providers({"re-solves in a loop": search(False), "batched re-solves": search(True)}, "cpu",
                        repeats=3 if quick else 7)

@@ -194,6 +194,8 @@ def run_seed(seed: int, cfg: dict, progress=None) -> dict:
 
 def paired(results, key_fn, a, b):
     d = np.array([key_fn(r, a) - key_fn(r, b) for r in results])
+    if np.isnan(d).all():  # no policy point reached the target share
+        return {"mean": float("nan"), "std": float("nan"), "wins": 0, "runs": len(d)}
     return {"mean": float(np.nanmean(d)), "std": float(np.nanstd(d)), "wins": int((d > 0).sum()), "runs": len(d)}
 
 

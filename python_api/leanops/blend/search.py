@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .slates import ClickModelFn, check_problem, count_slates, enumerate_slates, slot_weights, values_of
+from .slates import (ClickModelFn, ScoreCache, check_problem, count_slates, enumerate_slates, slot_weights,
+                     values_of)
 
 EXACT_LIMIT = 200_000  # method="auto" enumerates when there are at most this many feasible slates
 BEAM_WIDTH = 16
@@ -56,7 +57,7 @@ def _completion_key(weights: torch.Tensor, is_ad: torch.Tensor) -> torch.Tensor:
 
 
 def beam_pool(click_model: ClickModelFn, weights, is_ad, n_slots, max_ads, keep_organic_order, excluded,
-              beam_width=BEAM_WIDTH, chunk_size=16384) -> Pool:
+              beam_width=BEAM_WIDTH, chunk_size=16384, cache: ScoreCache | None = None) -> Pool:
     """Beam search slot by slot for every problem of ``excluded [P, M]`` together.
 
     A partial slate is judged by the value of its completion (fill the remaining slots with the next organic
@@ -112,7 +113,7 @@ def beam_pool(click_model: ClickModelFn, weights, is_ad, n_slots, max_ads, keep_
             full = torch.cat([prefix, order], 1)
         else:
             full = prefix
-        values, ctr = values_of(click_model, full, weights, chunk_size)
+        values, ctr = values_of(click_model, full, weights, chunk_size, cache)
         pools.append(Pool(full, values, ctr))
         flat = torch.full((n_prob, b * m), float("-inf"), dtype=torch.float64)
         flat[p_idx, b_idx * m + c_idx] = values
@@ -129,7 +130,8 @@ def beam_pool(click_model: ClickModelFn, weights, is_ad, n_slots, max_ads, keep_
 
 
 def solve(click_model: ClickModelFn, weights, is_ad, n_slots, max_ads, keep_organic_order, excluded, method,
-          beam_width=BEAM_WIDTH, chunk_size=16384, exact_limit=EXACT_LIMIT) -> tuple[Pool, str]:
+          beam_width=BEAM_WIDTH, chunk_size=16384, exact_limit=EXACT_LIMIT,
+          cache: ScoreCache | None = None) -> tuple[Pool, str]:
     """Score slates for every problem of ``excluded``; returns the pool and the method used."""
     if method not in ("exact", "beam", "auto"):
         raise ValueError(f"method must be 'exact', 'beam' or 'auto', got {method!r}")
@@ -141,7 +143,7 @@ def solve(click_model: ClickModelFn, weights, is_ad, n_slots, max_ads, keep_orga
     if method == "exact":
         return exact_pool(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, chunk_size), method
     return beam_pool(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, excluded, beam_width,
-                     chunk_size), method
+                     chunk_size, cache), method
 
 
 def allocate(click_model: ClickModelFn, bids, is_ad, n_slots: int, max_ads: int, vb_ad: float = 0.0,
@@ -156,7 +158,8 @@ def allocate(click_model: ClickModelFn, bids, is_ad, n_slots: int, max_ads: int,
     bids, is_ad = check_problem(bids, is_ad, n_slots, max_ads, vb_ad, vb_org)
     weights = slot_weights(bids, is_ad, vb_ad, vb_org)
     none = torch.zeros(1, bids.shape[0], dtype=torch.bool)
+    cache = ScoreCache(bids.shape[0], n_slots) if ScoreCache.fits(bids.shape[0], n_slots) else None
     pool, _ = solve(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, none, method, beam_width,
-                    chunk_size, exact_limit)
+                    chunk_size, exact_limit, cache)
     i, v = pool.best(none)
     return pool.slates[i[0]].clone(), float(v[0])

@@ -69,9 +69,47 @@ def score(click_model: ClickModelFn, slates: torch.Tensor, n_candidates: int) ->
     return ctr
 
 
+class ScoreCache:
+    """Click probabilities of every distinct slate scored so far in one request, keyed by the slate read as a
+    base-M number (sorted keys, looked up with searchsorted): a slate reached by several beam states, or by
+    the main search and a re-solve, is scored once."""
+
+    def __init__(self, n_candidates: int, n_slots: int):
+        if n_candidates ** n_slots >= 2 ** 62:
+            raise ValueError("ScoreCache keys would overflow int64")
+        self.powers = n_candidates ** torch.arange(n_slots - 1, -1, -1, dtype=torch.long)
+        self.keys = torch.empty(0, dtype=torch.long)
+        self.ctr = torch.empty(0, n_slots, dtype=torch.float64)
+
+    @staticmethod
+    def fits(n_candidates: int, n_slots: int) -> bool:
+        return n_candidates ** n_slots < 2 ** 62
+
+    def ctr_of(self, click_model: ClickModelFn, slates: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        uniq, inverse = torch.unique((slates * self.powers).sum(1), return_inverse=True)
+        pos = torch.searchsorted(self.keys, uniq)
+        found = pos < self.keys.shape[0]
+        found[found.clone()] = self.keys[pos[found]] == uniq[found]
+        first = torch.empty(uniq.shape[0], dtype=torch.long).scatter_(0, inverse, torch.arange(slates.shape[0]))
+        todo = slates[first[~found]]
+        new_ctr = torch.cat([score(click_model, todo[i:i + chunk_size], 0) for i in range(0, todo.shape[0], chunk_size)]
+                            or [torch.empty(0, slates.shape[1], dtype=torch.float64)])
+        ctr = torch.empty(uniq.shape[0], slates.shape[1], dtype=torch.float64)
+        ctr[found] = self.ctr[pos[found]]
+        ctr[~found] = new_ctr
+        keys = torch.cat([self.keys, uniq[~found]])
+        order = keys.argsort()
+        self.keys, self.ctr = keys[order], torch.cat([self.ctr, new_ctr])[order]
+        return ctr[inverse]
+
+
 def values_of(click_model: ClickModelFn, slates: torch.Tensor, weights: torch.Tensor,
-              chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score slates in chunks (one ``click_model`` call per chunk): ``(values [S], ctr [S, n_slots])``."""
+              chunk_size: int = 16384, cache: ScoreCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score slates in chunks (one ``click_model`` call per chunk): ``(values [S], ctr [S, n_slots])``; with
+    a cache, only slates not scored before are sent to the click model."""
+    if cache is not None:
+        ctr = cache.ctr_of(click_model, slates, chunk_size)
+        return (weights[slates] * ctr).sum(1), ctr
     vals, ctrs = [], []
     for start in range(0, slates.shape[0], chunk_size):
         chunk = slates[start:start + chunk_size]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .search import BEAM_WIDTH, EXACT_LIMIT, Pool, beam_pool, solve
-from .slates import ClickModelFn, check_problem, slot_weights
+from .slates import ClickModelFn, ScoreCache, check_problem, slot_weights
 
 NEGATIVE_PRICES = ("allow", "floor")
 
@@ -35,17 +35,20 @@ def _merge(a: Pool, b: Pool) -> Pool:
 def vcg_result(click_model: ClickModelFn, bids, is_ad, n_slots: int, max_ads: int, vb_ad: float = 0.0,
                vb_org: float = 0.0, keep_organic_order: bool = True, method: str = "auto",
                beam_width: int = BEAM_WIDTH, negative_prices: str = "allow", chunk_size: int = 16384,
-               exact_limit: int = EXACT_LIMIT, batched_resolves: bool = True) -> VCGResult:
+               exact_limit: int = EXACT_LIMIT, batched_resolves: bool = True,
+               share_scores: bool = True) -> VCGResult:
     """``vcg`` with everything it computed (see ``vcg``). ``batched_resolves=False`` runs the beam re-solves
-    one after another (the benchmark's loop; same result)."""
+    one after another and ``share_scores=False`` scores every slate each time it is met (the benchmark's
+    loop of independent searches; same result)."""
     if negative_prices not in NEGATIVE_PRICES:
         raise ValueError(f"negative_prices must be one of {NEGATIVE_PRICES}, got {negative_prices!r}")
     bids, is_ad = check_problem(bids, is_ad, n_slots, max_ads, vb_ad, vb_org)
     m = bids.shape[0]
     weights = slot_weights(bids, is_ad, vb_ad, vb_org)
     main = torch.zeros(1, m, dtype=torch.bool)
+    cache = ScoreCache(m, n_slots) if share_scores and ScoreCache.fits(m, n_slots) else None
     pool, used = solve(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, main, method,
-                       beam_width, chunk_size, exact_limit)
+                       beam_width, chunk_size, exact_limit, cache)
     solved: set[int] = set()
     while True:  # beam only loops: re-solves may find a better page, whose new winners need re-solves too
         best_i, best_v = pool.best(main)
@@ -59,7 +62,7 @@ def vcg_result(click_model: ClickModelFn, bids, is_ad, n_slots: int, max_ads: in
         groups = [excluded] if batched_resolves else [row[None] for row in excluded]
         for group in groups:
             pool = _merge(pool, beam_pool(click_model, weights, is_ad, n_slots, max_ads, keep_organic_order, group,
-                                          beam_width, chunk_size))
+                                          beam_width, chunk_size, cache))
         solved.update(todo)
     w_star = float(best_v[0])
     ctr = pool.ctr[best_i[0]]
