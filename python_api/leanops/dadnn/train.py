@@ -58,6 +58,7 @@ def train(model: DADNN, data: SceneData, epochs: int = 3, batch: int = 256, lr: 
     distributed = dist.is_available() and dist.is_initialized()
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     net = DistributedDataParallel(model) if distributed else model
+    device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     use_kt = kt_weight > 0 and model.n_heads > 1
     steps, epoch, start = 0, 0, time.perf_counter()
@@ -70,8 +71,10 @@ def train(model: DADNN, data: SceneData, epochs: int = 3, batch: int = 256, lr: 
             break
         for idx in plan:
             part = data.subset(idx)
-            out = net(*part.model_inputs(), all_heads=use_kt)
-            total, main, kt = dadnn_loss(out, part.label, part.scene, kt_weight if use_kt else 0.0, kt_teacher)
+            inputs = [t.to(device) for t in part.model_inputs()]
+            out = net(*inputs, all_heads=use_kt)
+            total, main, kt = dadnn_loss(out, part.label.to(device), inputs[0], kt_weight if use_kt else 0.0,
+                                         kt_teacher)
             opt.zero_grad()
             total.backward()
             opt.step()
@@ -88,6 +91,8 @@ def train(model: DADNN, data: SceneData, epochs: int = 3, batch: int = 256, lr: 
 def predict(model: DADNN, data: SceneData, batch: int = 4096) -> torch.Tensor:
     was = model.training
     model.eval()
-    out = [model(*data.model_inputs(slice(i, i + batch))) for i in range(0, len(data), batch)]
+    device = next(model.parameters()).device
+    out = [model(*(t.to(device) for t in data.model_inputs(slice(i, i + batch)))).cpu()
+           for i in range(0, len(data), batch)]
     model.train(was)
     return torch.sigmoid(torch.cat(out)) if out else torch.empty(0)
