@@ -76,8 +76,8 @@ def zipf_traffic(n_scenes: int, zipf: float) -> np.ndarray:
     return w / w.sum()
 
 
-def generate(samples: int = 60000, n_scenes: int = 20, zipf: float = 1.1, n_groups: int = 8,
-             n_categories: int = 20, items_per_category: int = 10, kappa: float = 1.0, taste_scale: float = 1.0,
+def generate(samples: int = 60000, n_scenes: int = 20, zipf: float = 1.1, n_groups: int = 4,
+             n_categories: int = 10, items_per_category: int = 10, kappa: float = 1.0, taste_scale: float = 1.0,
              rho_range=(1.0, -0.6), seed: int = 0) -> SceneData:
     if isinstance(n_scenes, bool) or not isinstance(n_scenes, int) or n_scenes < 1:
         raise ValueError(f"n_scenes must be an int >= 1, got {n_scenes!r}")

@@ -173,7 +173,7 @@ class DADNN(nn.Module):
         return logit, self.heads.all_scenes(reps).squeeze(-1).transpose(0, 1)
 
 
-def kt_loss(all_logits: torch.Tensor, logit: torch.Tensor, scene: torch.Tensor, teacher: str = "own") -> torch.Tensor:
+def kt_loss(all_logits: torch.Tensor, logit: torch.Tensor, scene: torch.Tensor, teacher: str = "ensemble") -> torch.Tensor:
     """Distillation between heads: mean over rows b and heads t != scene_b of BCE(sigmoid(all[b, t]), q_b),
     q_b the teacher, detached: the row's own head (``'own'``) or the mean of every head (``'ensemble'``).
     0 with one head."""
@@ -190,7 +190,7 @@ def kt_loss(all_logits: torch.Tensor, logit: torch.Tensor, scene: torch.Tensor, 
     return (per * others).sum() / (rows * (heads - 1))
 
 
-def dadnn_loss(out, label: torch.Tensor, scene: torch.Tensor, kt_weight: float = 0.0, kt_teacher: str = "own"):
+def dadnn_loss(out, label: torch.Tensor, scene: torch.Tensor, kt_weight: float = 0.0, kt_teacher: str = "ensemble"):
     """``out``: the model's output (``logit`` or ``(logit, all_logits)``). Returns (total, main, kt)."""
     logit, all_logits = out if isinstance(out, tuple) else (out, None)
     if not isinstance(label, torch.Tensor) or label.shape != logit.shape:

@@ -47,7 +47,7 @@ def global_batches(n: int, batch: int, world: int, seed: int, epoch: int):
 
 
 def train(model: DADNN, data: SceneData, epochs: int = 3, batch: int = 256, lr: float = 3e-3, seed: int = 0,
-          kt_weight: float = 0.0, kt_teacher: str = "own", min_steps: int = 0, progress=None,
+          kt_weight: float = 0.0, kt_teacher: str = "ensemble", min_steps: int = 0, progress=None,
           batches=None) -> dict:
     """Adam on the click log-loss (+ ``kt_weight`` x the knowledge-transfer loss). ``batch`` is per rank.
     ``min_steps``: run extra epochs until at least this many steps were made (small data sets).
