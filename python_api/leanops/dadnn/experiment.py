@@ -211,7 +211,8 @@ def plot(results: list, path: str) -> None:
         a = np.nanmean([[r["models"][name]["per_scene_auc"][s] for s in order] for r in results], axis=0)
         ax.plot(range(len(order)), a, marker="o", label=name, linestyle="--" if name == "bayes optimal" else "-")
     ax.set_xticks(range(len(order)), [f"{s}\n{r0['scene_rho'][s]:+.1f}" for s in order], fontsize=7)
-    ax.set_xlabel("scene, busiest first (below: rho, closeness to the common behaviour)")
+    ax.set_xlabel(f"scene, busiest first (below: rho, closeness to the common behaviour, in seed {r0['seed']}'s "
+                  f"data; each seed shuffles rho)")
     ax.set_ylabel("test AUC (mean over seeds)")
     ax.set_title("per-scene AUC (generated data, known ground truth)")
     ax.legend(fontsize=8)
