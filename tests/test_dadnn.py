@@ -51,6 +51,22 @@ def test_scene_groups_tiles_hold_one_scene_and_rows_round_trip():
     assert auto_tile(4096, 200) == 8 and auto_tile(4096, 20) == 64 and auto_tile(3, 50) == 4
 
 
+@pytest.mark.parametrize("tile", [1, 4, 16])
+def test_upper_bound_tile_count_gives_the_same_rows(tile):
+    """The GPU path (no host sync: tile count B // tile + S, spare tiles zero) equals the exact one."""
+    torch.manual_seed(1)
+    heads = SceneHeads(6, 5, (4,)).double()
+    x = torch.randn(40, 5, dtype=torch.double, requires_grad=True)
+    scene = torch.randint(0, 6, (40,))
+    bound = SceneGroups(scene, 6, tile, exact=False)
+    assert bound.n_tiles == 40 // tile + 6 >= SceneGroups(scene, 6, tile).n_tiles
+    got = heads(x, bound)
+    torch.testing.assert_close(got, heads.loop(x, scene), rtol=1e-12, atol=1e-12)
+    (g_bound,) = torch.autograd.grad(got.sum(), x)
+    (g_loop,) = torch.autograd.grad(heads.loop(x, scene).sum(), x)
+    torch.testing.assert_close(g_bound, g_loop)
+
+
 def test_empty_batch():
     heads = SceneHeads(3, 4)
     assert heads(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)).shape == (0, 1)

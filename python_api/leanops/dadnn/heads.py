@@ -42,7 +42,8 @@ class SceneGroups:
     ``pad(x[B, d]) -> [n_tiles, tile, d]``, ``unpad(y[n_tiles, tile, o]) -> [B, o]`` (rows back in their
     original order); ``tile_scene[n_tiles]`` is the scene of each tile."""
 
-    def __init__(self, scene: torch.Tensor, n_scenes: int, tile: int | None = None, validate: bool = True):
+    def __init__(self, scene: torch.Tensor, n_scenes: int, tile: int | None = None, validate: bool = True,
+                 exact: bool | None = None):
         if validate:  # a min/max check (a host sync on a GPU; callers that checked already pass False)
             check_scene_ids(scene, n_scenes)
         rows = scene.shape[0]
@@ -52,8 +53,9 @@ class SceneGroups:
         scene = scene.long()
         counts = torch.bincount(scene, minlength=n_scenes)
         tiles = (counts + tile - 1) // tile
-        # exact tile count on CPU; on a GPU an upper bound avoids a host sync (extra tiles stay zero)
-        self.n_tiles = int(tiles.sum()) if not scene.is_cuda else rows // tile + n_scenes
+        # exact tile count on CPU; on a GPU (exact=None) an upper bound avoids a host sync (extra tiles stay zero)
+        exact = not scene.is_cuda if exact is None else exact
+        self.n_tiles = int(tiles.sum()) if exact else rows // tile + n_scenes
         tile_start = torch.cumsum(tiles, 0) - tiles
         row_start = torch.cumsum(counts, 0) - counts
         order = torch.argsort(scene, stable=True)
@@ -62,8 +64,8 @@ class SceneGroups:
         self.slot = torch.empty_like(scene)
         self.slot[order] = tile_start[sorted_scene] * tile + rank
         scene_ids = torch.arange(n_scenes, device=scene.device)
-        tile_scene = torch.repeat_interleave(scene_ids, tiles, output_size=self.n_tiles if not scene.is_cuda else None)
-        if tile_scene.shape[0] < self.n_tiles:  # GPU upper bound: unused tiles point at scene 0
+        tile_scene = torch.repeat_interleave(scene_ids, tiles, output_size=self.n_tiles if exact else None)
+        if tile_scene.shape[0] < self.n_tiles:  # upper bound: unused tiles point at scene 0
             tile_scene = torch.cat([tile_scene, tile_scene.new_zeros(self.n_tiles - tile_scene.shape[0])])
         self.tile_scene = tile_scene
 
