@@ -67,10 +67,13 @@ def test_scpnet_forward_identity_prior_and_batch_independence():
     plain = scpnet.SCPNet(scpnet.SmallCNN(), NAMES, learn_context=False, use_prior=False)
     assert torch.equal(plain.G, torch.eye(6)) and torch.equal(plain.S, torch.eye(6))
     assert not torch.equal(model.G, torch.eye(6))
-    # residual: with zero GCN weights the label embeddings are the prompts' embeddings
+    # residual: with zero GCN weights the label embeddings are the prompts' embeddings (centred with center=True)
     for w in model.gcn.weights:
         torch.nn.init.zeros_(w.weight)
-    assert torch.allclose(model.label_embeddings(), scpnet.text_embeddings(NAMES), atol=1e-6)
+    e = scpnet.text_embeddings(NAMES)
+    assert torch.allclose(model.label_embeddings(), e, atol=1e-6)
+    model.center = True
+    assert torch.allclose(model.label_embeddings(), e - e.mean(0), atol=1e-6)
 
 
 def test_scpnet_with_hf_vit_backbone():

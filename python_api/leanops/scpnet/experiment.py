@@ -21,7 +21,7 @@ import torch
 from .data import SCENES, generate
 from .train import VARIANTS, mean_average_precision, predict, train_variant
 
-QUICK = dict(scenes=("kitchen", "animals", "street", "sports", "food"), train=2000, test=1000, epochs=6,
+QUICK = dict(scenes=("kitchen", "animals", "street", "sports", "food"), train=1000, test=800, epochs=5,
              settings=("single",))
 FULL = dict(scenes=tuple(SCENES), train=4000, test=1500, epochs=10, settings=("single", "partial"))
 PAIRS = (("SCPNet", "SPLC"), ("SCPNet", "assume negative (BCE)"), ("SCPNet", "SCPNet w/o prior"),
@@ -160,7 +160,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m leanops.scpnet.experiment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="5 scenes (43 labels), 2000 training images, 6 epochs, single-positive setting only")
+                        help="5 scenes (43 labels), 1000 training images, 5 epochs, single-positive setting only")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0; development used 100 and up)")
     parser.add_argument("--out", default="benchmarks/results")

@@ -75,11 +75,11 @@ class LabelGCN(nn.Module):
     """`layers` graph convolutions H <- act(G H W) over the label graph (LeakyReLU between layers, none after the
     last); the caller adds the residual."""
 
-    def __init__(self, dim: int, layers: int = 3):
+    def __init__(self, dim: int, layers: int = 3, init_std: float | None = None):
         super().__init__()
         self.weights = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(layers))
-        for w in self.weights:  # small start, so Z starts near the text embeddings (the residual dominates)
-            nn.init.normal_(w.weight, std=0.1 / math.sqrt(dim))
+        for w in self.weights:  # default: small start, so Z starts near the text embeddings (the residual dominates)
+            nn.init.normal_(w.weight, std=init_std if init_std is not None else 0.1 / math.sqrt(dim))
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, h: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,8 @@ class SCPNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, label_names, feature_dim: int | None = None, encoder=None,
                  top_k: int = 8, p: float = 0.2, temperature: float = 0.2, learn_context: bool = True,
-                 gcn_layers: int = 3, use_prior: bool = True, init_scale: float = 10.0):
+                 gcn_layers: int = 3, use_prior: bool = True, init_scale: float = 10.0, center: bool = False,
+                 gcn_init_std: float | None = None):
         super().__init__()
         names = check_label_names(label_names)
         self.label_names = names
@@ -111,11 +112,14 @@ class SCPNet(nn.Module):
         self.register_buffer("G", g)
         self.register_buffer("S", s)
         self.proj = nn.Linear(_feature_dim(backbone, feature_dim), self.prompts.dim)
-        self.gcn = LabelGCN(self.prompts.dim, gcn_layers)
+        self.gcn = LabelGCN(self.prompts.dim, gcn_layers, gcn_init_std)
+        self.center = center
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
 
     def label_embeddings(self) -> torch.Tensor:
         e = self.prompts()
+        if self.center:  # drop the component all label prompts share (MiniLM cosines of names are all ~0.3-0.6)
+            e = e - e.mean(0, keepdim=True)
         return e + self.gcn(e, self.G)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def build_model(kind: str, label_names, seed: int, backbone_dim: int = 64, learn_context: bool = False,
-                top_k: int = 8):
+                top_k: int = 8, **scpnet_kwargs):
     torch.manual_seed(seed)
     backbone = SmallCNN(backbone_dim)
     if kind == "linear":
@@ -54,7 +54,8 @@ def build_model(kind: str, label_names, seed: int, backbone_dim: int = 64, learn
     if kind == "scpnet-shuffled":  # the prior and the prompts see the names in a random order: no real semantics
         perm = np.random.default_rng(10_000 + seed).permutation(len(names))
         names = tuple(names[i] for i in perm)
-    return SCPNet(backbone, names, learn_context=learn_context, use_prior=kind != "scpnet-identity", top_k=top_k)
+    return SCPNet(backbone, names, learn_context=learn_context, use_prior=kind != "scpnet-identity", top_k=top_k,
+                  **scpnet_kwargs)
 
 
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -74,12 +75,12 @@ def predict(model, images: torch.Tensor, batch: int = 256) -> np.ndarray:
 
 def train_variant(variant: str, train: MultiLabelImages, seed: int, epochs: int = 8, batch: int = 64,
                   lr: float = 2e-3, pessl_weight: float = 1.0, pseudo_top_k: int = 3, learn_context: bool = False,
-                  top_k: int = 8, progress=None):
+                  top_k: int = 8, progress=None, **scpnet_kwargs):
     """Train one variant; returns the model. The first epoch is a warm-up: SPLC without correction, no PESSL."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
     kind, loss_name, use_pessl = VARIANTS[variant]
-    model = build_model(kind, train.label_names, seed, learn_context=learn_context, top_k=top_k)
+    model = build_model(kind, train.label_names, seed, learn_context=learn_context, top_k=top_k, **scpnet_kwargs)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
