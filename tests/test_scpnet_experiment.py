@@ -60,3 +60,13 @@ def test_bench_quick_runs(tmp_path, capsys):
     assert bench.ANCHOR_TRAIN in names and "GCN alone (3 layers over G)" in names
     assert 0 < result["gcn_share_of_scpnet_train_step"]["ratio"] < 1
     assert "GCN share" in capsys.readouterr().out
+
+
+def test_demo_section_is_discovered_and_runs(capsys):
+    from leanops.demo import method_demos
+    from leanops.scpnet.demo import section
+
+    assert "scpnet" in method_demos()
+    section(True, n_train=40, epochs=1)
+    out = capsys.readouterr().out
+    assert "fork" in out and "SCPNet" in out and "SPLC" in out

@@ -7,7 +7,8 @@ import time
 import torch
 
 
-def section(quick: bool) -> None:
+def section(quick: bool, *, n_train: int | None = None, epochs: int | None = None) -> None:
+    """n_train / epochs override the sizes (tests run a tiny version)."""
     from . import label_prior, text_embeddings
     from .data import generate, scene_labels
     from .train import mean_average_precision, predict, train_variant
@@ -20,7 +21,8 @@ def section(quick: bool) -> None:
         i = names.index(name)
         nb = [(names[j], float(g[i, j])) for j in g[i].argsort(descending=True).tolist() if j != i][:4]
         print(f"  {name:6} -> " + ", ".join(f"{n} {w:.3f}" for n, w in nb))
-    n_train, epochs = (600, 3) if quick else (2000, 6)
+    n_train = n_train or (500 if quick else 2000)
+    epochs = epochs or (3 if quick else 6)
     train = generate(n_train, scenes, setting="single", seed=7)
     test = generate(400, scenes, setting="full", seed=8)
     print(f"single positive label per image, {n_train} generated training images (ground truth known), "
