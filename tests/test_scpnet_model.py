@@ -141,3 +141,20 @@ def test_every_variant_trains_a_step():
         assert scores.shape == (16, len(data.label_names)) and np.isfinite(scores).all()
     with pytest.raises(ValueError, match="variant"):
         train_variant("nope", data, seed=0)
+
+
+def test_any_hf_text_encoder_can_be_passed():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from leanops.scpnet.text import default_encoder
+
+    tok = default_encoder()[0]
+    torch.manual_seed(0)
+    clip_text = CLIPTextModel(CLIPTextConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32))
+    e = scpnet.text_embeddings(NAMES, encoder=(tok, clip_text))
+    assert e.shape == (6, 32) and torch.isfinite(e).all()
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        scpnet.LabelPrompts(NAMES, encoder=(tok, clip_text), learn_context=True)
+    model = scpnet.SCPNet(scpnet.SmallCNN(), NAMES, encoder=(tok, clip_text), learn_context=False, top_k=2)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 6)

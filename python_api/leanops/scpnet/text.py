@@ -78,6 +78,12 @@ class LabelPrompts(torch.nn.Module):
         names = check_label_names(label_names)
         tok, model = default_encoder() if encoder is None else _check_encoder(encoder)
         model.requires_grad_(False)
+        if learn_context:
+            import inspect
+
+            if "inputs_embeds" not in inspect.signature(model.forward).parameters:
+                raise ValueError(f"learn_context=True needs a text encoder whose forward takes inputs_embeds "
+                                 f"({type(model).__name__} does not); pass learn_context=False")
         self.learn_context = learn_context
         prefix = template.split("{name}")[0].strip()
         ctx_ids = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
