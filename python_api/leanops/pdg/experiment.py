@@ -30,7 +30,7 @@ from .vocab import PieceVocab
 SPLITS = {"reviewed": ("test_reviewed", True), "longtail": ("test_longtail", False)}
 METRICS = ["bleu", "rougeL", "distinct1", "distinct2", "fact_accuracy", "fact_recall", "brand_seen", "brand_unseen",
            "aspect_coverage", "aspect_precision"]
-QUICK = dict(n_train=640, n_valid=20, n_test=80, epochs=6, batch_size=32, lr=3e-3, d_model=64,
+QUICK = dict(n_train=1000, n_valid=20, n_test=80, epochs=8, batch_size=32, lr=3e-3, d_model=64,
              vocab_size=500)
 FULL = dict(n_train=3000, n_valid=100, n_test=300, epochs=12, batch_size=32, lr=2e-3, d_model=96,
             vocab_size=700)
