@@ -266,3 +266,13 @@ def test_unpatch_restores_the_tome_free_model():
     assert not hasattr(model, "_tome_state") and pyra.gates(model) == []
     out = model(input_ids=torch.randint(0, 50, (1, 16))).last_hidden_state
     assert out.shape == (1, 16, 16)
+
+
+def test_gates_draw_nothing_from_the_global_generator():
+    a, b = tiny_bert(), tiny_bert()
+    torch.manual_seed(3)
+    pyra.patch(a, r=[2, 2], num_tokens=16, gates=True)
+    after_pyra = torch.rand(1)
+    torch.manual_seed(3)
+    pyra.patch(b, r=[2, 2], num_tokens=16, gates=False)
+    assert torch.equal(after_pyra, torch.rand(1))  # so a head made next starts the same in PYRA and ToMe runs

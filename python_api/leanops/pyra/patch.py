@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .. import tome
@@ -90,9 +91,10 @@ def patch(model: nn.Module, r=0, lora_rank: int = 8, lora_alpha: float | None = 
     tome.patch(model, r=schedule, prop_attn=prop_attn, num_protected=num_protected)
     dim = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.vision_config.hidden_size
     param = next(model.parameters())
-    for i, (layer, r_i) in enumerate(zip(layers, schedule)):
-        if gates and r_i > 0:
-            layer.tome_merge = PYRAMergeStep(PYRAGate(dim, r_i), i).to(param.device, param.dtype)
+    with torch.random.fork_rng(devices=[]):  # gates draw no numbers from the global generator: a head or
+        for i, (layer, r_i) in enumerate(zip(layers, schedule)):  # dropout made after starts as in ToMe + LoRA
+            if gates and r_i > 0:
+                layer.tome_merge = PYRAMergeStep(PYRAGate(dim, r_i), i).to(param.device, param.dtype)
 
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)
