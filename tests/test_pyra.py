@@ -276,3 +276,17 @@ def test_gates_draw_nothing_from_the_global_generator():
     torch.manual_seed(3)
     pyra.patch(b, r=[2, 2], num_tokens=16, gates=False)
     assert torch.equal(after_pyra, torch.rand(1))  # so a head made next starts the same in PYRA and ToMe runs
+
+
+def test_pyra_run_with_frozen_gates_pairs_exactly_with_tome_run():
+    from leanops.pyra.train import build, train
+
+    base = tiny_bert()
+    g = torch.Generator().manual_seed(0)
+    ids, y = torch.randint(0, 50, (16, 16), generator=g), torch.randint(0, 3, (16,), generator=g)
+    heads = []
+    for gates in (False, True):
+        model = build(base, 3, [4, 3], gates, 16, 4, seed=5)
+        train(model, ids, torch.ones_like(ids), y, epochs=1, batch_size=8, lr=1e-2, gate_lr=0.0, seed=5)
+        heads.append(model.head.weight.detach())
+    assert torch.equal(heads[0], heads[1])  # same init, batches and dropout: only the gates differ

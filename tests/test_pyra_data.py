@@ -40,7 +40,7 @@ def test_task_dedupes_labels_by_package_and_splits_by_file(tmp_path):
         assert not _in_test(f"{pkg}/mod{f}.py", 0.3)
     assert task.train_files + task.test_files == 3 * 40  # package __init__ texts are shorter than min_words
     capped = stdlib_docstring_task(num_classes=3, min_words=5, max_per_class=4, stdlib=root)
-    assert len(capped.train_texts) == 12 and len(capped.test_texts) == 12
+    assert len(capped.train_texts) == 12 and capped.test_texts == task.test_texts
 
 
 def test_task_bad_input(tmp_path):

@@ -67,8 +67,8 @@ def _in_test(relpath: str, test_fraction: float) -> bool:
 
 def stdlib_docstring_task(num_classes: int = 12, min_words: int = 8, max_per_class: int | None = None,
                           test_fraction: float = 0.3, stdlib: str | None = None) -> DocstringTask:
-    """The task (see the module doc). ``max_per_class`` caps each class's train and test texts (the first
-    ones in file order), for quick runs."""
+    """The task (see the module doc). ``max_per_class`` caps each class's train texts (the first ones in file
+    order), for quick runs; the test split is always whole."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if not 0 < test_fraction < 1:
@@ -92,7 +92,7 @@ def stdlib_docstring_task(num_classes: int = 12, min_words: int = 8, max_per_cla
     for label, package in enumerate(classes):
         for is_test, (xs, ys) in ((False, (task.train_texts, task.train_labels)),
                                   (True, (task.test_texts, task.test_labels))):
-            chosen = texts[package][is_test][:max_per_class]
+            chosen = texts[package][is_test] if is_test else texts[package][is_test][:max_per_class]
             xs += chosen
             ys += [label] * len(chosen)
     files = [(p, rel) for (p, rel) in per_file if p in classes]

@@ -30,7 +30,7 @@ QUICK = dict(num_classes=10, min_words=20, max_per_class=50, max_length=32, epoc
              schedules=("high",))
 FULL = dict(num_classes=10, min_words=20, max_per_class=None, max_length=32, epochs=3, batch_size=16,
             schedules=("low", "high"))
-LR, GATE_LR, LORA_RANK = 1e-3, 1e-2, 8
+LR, GATE_LR, LORA_RANK = 3e-3, 1e-3, 8  # chosen on development seeds 100-102 (few tries)
 LEVEL_TOLERANCE = 0.005  # "at least level": mean paired PYRA - ToMe accuracy difference >= -0.005
 FAR_FASTER = 1.5  # "far faster": at least 1.5x the throughput of no merging
 DEV_SEEDS_FROM = 100

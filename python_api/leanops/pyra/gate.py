@@ -43,7 +43,8 @@ class PYRAGate(nn.Module):
         if dest.shape != source.shape:
             raise ValueError(f"dest must have source's shape {tuple(source.shape)}, got {tuple(dest.shape)}")
         p = self.norm(source + dest)
-        channel = 2 * torch.sigmoid(torch.matmul(self.channel_gate_weight.t(), p))  # [1, r] @ [B, r, C]
+        weight = self.channel_gate_weight.t().expand(p.shape[0], 1, self.r)  # batched [1, r] @ [r, C]: one bmm
+        channel = 2 * torch.sigmoid(torch.bmm(weight, p))
         token = 2 * torch.sigmoid(torch.matmul(p, self.token_gate_weight.t())) - 1  # [B, r, C] @ [C, 1]
         return channel, token
 
