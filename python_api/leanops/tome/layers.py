@@ -68,11 +68,14 @@ def init_from_mask(state: ToMeState, x: torch.Tensor, attention_mask) -> None:
         state.slot_map = torch.arange(n, device=x.device).expand(bsz, n).contiguous()
 
 
-def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, merge=None) -> torch.Tensor:
     """Merge ``r`` tokens of this layer (bipartite soft matching + size-weighted average).
 
     A layer whose r is 0, or clamped to 0 (no A or no B token left), returns ``x`` itself: the
-    identity, with no metric, no op and no reordering."""
+    identity, with no metric, no op and no reordering.
+    ``merge``: the layer's merge hook (its ``tome_merge`` attribute, e.g. a PYRA gate step), called as
+    ``merge(x, size, src_idx, dst_idx, unm_idx, num_protected) -> (x_out, size_out)`` in place of
+    ``merge_wavg``; None (no hook) is plain ToMe."""
     r = state.r[state.layer] if state.layer < len(state.r) else 0
     state.layer += 1
     bsz, n, _ = x.shape
@@ -92,7 +95,10 @@ def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor) -> torch
     if state.has_padding:  # padding merges with padding first
         metric = torch.where(size[..., None] > 0, metric, torch.ones_like(metric))
     src, dst, unm = merge_ops.bipartite_match(metric, r, p)
-    x, state.size = merge_ops.merge_wavg(x, size, src, dst, unm, p, validate=False)
+    if merge is None:
+        x, state.size = merge_ops.merge_wavg(x, size, src, dst, unm, p, validate=False)
+    else:
+        x, state.size = merge(x, size, src, dst, unm, p)
     if state.trace_source:
         step = merge_ops.merge_slot_map(src, dst, unm, p, n, validate=False)
         state.slot_map = merge_ops.compose_slot_maps(state.slot_map, step)
@@ -110,7 +116,7 @@ def vit_layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
                                    attn.num_attention_heads, attn.head_dim, attn.scaling,
                                    attn.attention_dropout if layer.training else 0.0, state)
     x = hidden_states + layer.dropout(attn.o_proj(ctx))
-    x = merge_tokens(state, x, keys)
+    x = merge_tokens(state, x, keys, getattr(layer, "tome_merge", None))
     return x + layer.dropout(layer.mlp(layer.layernorm_after(x)))
 
 
@@ -124,7 +130,7 @@ def clip_layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
                                    attn.num_heads, attn.head_dim, attn.scale,
                                    attn.dropout if layer.training else 0.0, state)
     x = hidden_states + attn.out_proj(ctx)
-    x = merge_tokens(state, x, keys)
+    x = merge_tokens(state, x, keys, getattr(layer, "tome_merge", None))
     return x + layer.mlp(layer.layer_norm2(x))
 
 
@@ -138,7 +144,7 @@ def bert_layer_forward(layer, hidden_states, attention_mask=None, *args, **kwarg
                                    self_attn.num_attention_heads, self_attn.attention_head_size, self_attn.scaling,
                                    self_attn.dropout.p if layer.training else 0.0, state)
     x = layer.attention.output(ctx, hidden_states)
-    x = merge_tokens(state, x, keys)
+    x = merge_tokens(state, x, keys, getattr(layer, "tome_merge", None))
     return layer.output(layer.intermediate(x), x)
 
 
