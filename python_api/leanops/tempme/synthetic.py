@@ -62,7 +62,7 @@ def _mask(shape: str, cx: float, cy: float, radius: float, size: int) -> np.ndar
 
 def render(spec: VideoSpec, rng: np.random.Generator, frames: int = 12, size: int = 32) -> torch.Tensor:
     """``[frames, 3, size, size]`` normalised video of ``spec``; the whole path stays inside the frame."""
-    radius = size * 0.12
+    radius = size * 0.16
     step = SPEEDS[spec.speed] * size
     ux, uy = DIRECTIONS[spec.direction]
     travel = step * (frames - 1)
