@@ -9,6 +9,7 @@ Rows (four copies of the same weights):
 - "TempMe": ``leanops.tempme`` with the default config.
 - "TempMe ideal (no merge cost)": TempMe's forward and per-layer token counts with merges replaced by
   truncation (``state.ideal``): the layers' cost alone, TempMe's lower bound.
+ViT-B/16 is timed on a GPU only; on CPU its rows give GFLOPs (12 unmerged frames are ~420 GFLOPs per video).
 Merge ops: every ``bipartite_match`` + ``merge_wavg`` call of one TempMe forward (recorded shapes and
 inputs), fused leanops ops against the same merges in eager PyTorch (``leanops.reference.merge``, float32).
 """
@@ -107,50 +108,58 @@ def bench_merge_ops(model, video, device, repeats) -> dict:
             "fused_vs_eager": ratio(t["eager PyTorch merges"], t["leanops fused merges"], "eager PyTorch merges").to_dict()}
 
 
-def bench_geometry(name, geometry, device, batch, repeats) -> dict:
+def bench_geometry(name, geometry, device, batch, repeats, timed=True) -> dict:
+    """GFLOPs per video of every row; with ``timed`` also videos/s (interleaved) and the merge-op share."""
     from ..tempme.flops import count_gflops
     built = build(geometry, device)
     models, encoders = built["models"], _encoders()
-    size = geometry["image_size"]
+    size, grid = geometry["image_size"], (geometry["image_size"] // geometry["patch_size"]) ** 2 + 1
     video = torch.randn(batch, FRAMES, 3, size, size, device=device)
-    one = video[:1]
-    gflops = {k: count_gflops(encoders[k], m, one) for k, m in models.items()}
+    gflops = {k: count_gflops(encoders[k], m, video[:1]) for k, m in models.items()}
+    final = {ANCHOR: FRAMES * grid, TOME: FRAMES * (grid - sum(built["tome_schedule"])), TEMPME: built["trace"][-1],
+             IDEAL: built["trace"][-1]}
+    rows = {k: {"gflops_per_video": gflops[k], "final_tokens_per_video": final[k]} for k in models}
+    out = {"geometry": name, "config": geometry, "frames": FRAMES, "batch": batch, "repeats": repeats if timed else 0,
+           "tempme_trace": built["trace"], "tome_schedule": built["tome_schedule"], "rows": rows, "timed": timed}
+    if not timed:
+        return out
 
     def forward(k):
         with torch.inference_mode():
             return encoders[k](models[k], video)
 
     timings = time_providers({k: (lambda k=k: forward(k)) for k in models}, device, repeats)
-    rows = {}
     for k, t in timings.items():
-        final = built["trace"][-1] if k in (TEMPME, IDEAL) else (
-            FRAMES * ((size // geometry["patch_size"]) ** 2 + 1 - sum(built["tome_schedule"])) if k == TOME
-            else FRAMES * ((size // geometry["patch_size"]) ** 2 + 1))
-        rows[k] = {**t.to_dict("s"), "videos_per_s": batch / t.median, "gflops_per_video": gflops[k],
-                   "final_tokens_per_video": final, "speedup": ratio(timings[ANCHOR], t, ANCHOR).to_dict()}
-    over = ratio(timings[TEMPME], timings[IDEAL], TEMPME)
+        rows[k].update({**t.to_dict("s"), "videos_per_s": batch / t.median,
+                        "speedup": ratio(timings[ANCHOR], t, ANCHOR).to_dict()})
     merges = bench_merge_ops(models[TEMPME], video, device, repeats)
-    merge_share = merges["timings"]["leanops fused merges"]["median_ms"] / 1e3 / timings[TEMPME].median
-    return {"geometry": name, "config": geometry, "frames": FRAMES, "batch": batch, "repeats": repeats,
-            "tempme_trace": built["trace"], "tome_schedule": built["tome_schedule"], "rows": rows,
-            "tempme_over_ideal": over.to_dict(), "merge_ops": merges, "merge_share_of_tempme_time": merge_share}
+    out.update({"tempme_over_ideal": ratio(timings[TEMPME], timings[IDEAL], TEMPME).to_dict(), "merge_ops": merges,
+                "merge_share_of_tempme_time": merges["timings"]["leanops fused merges"]["median_ms"] / 1e3
+                / timings[TEMPME].median})
+    return out
 
 
 def format_result(res) -> str:
     lines = [f"{res['geometry']}: {res['frames']} frames, batch {res['batch']} videos, {res['repeats']} interleaved "
-             f"repeats; TempMe trace {res['tempme_trace'][0]} -> {res['tempme_trace'][-1]} tokens per video",
+             f"repeats; TempMe trace {res['tempme_trace'][0]} -> {res['tempme_trace'][-1]} tokens per video"
+             + ("" if res["timed"] else " (GFLOPs only: not timed on CPU, see the module docstring)"),
              f"{'encoder':30} {'tokens':>6} {'GFLOPs':>8} {'median s':>9} {'videos/s':>9} {'x unmerged (p25-p75)':>22}"]
     for k, row in res["rows"].items():
-        s = row["speedup"]
-        lines.append(f"{k:30} {row['final_tokens_per_video']:6d} {row['gflops_per_video']:8.1f} {row['median_s']:9.4f} "
-                     f"{row['videos_per_s']:9.2f} {s['ratio']:8.2f}x ({s['ratio_p25']:.2f}-{s['ratio_p75']:.2f})")
-    m = res["merge_ops"]
-    f = m["fused_vs_eager"]
-    lines.append(f"merge ops in one TempMe forward: {m['merges_per_forward']} merges, fused "
-                 f"{m['timings']['leanops fused merges']['median_ms']:.2f} ms vs eager "
-                 f"{m['timings']['eager PyTorch merges']['median_ms']:.2f} ms: {f['ratio']:.2f}x "
-                 f"({f['ratio_p25']:.2f}-{f['ratio_p75']:.2f}); fused merges = {100 * res['merge_share_of_tempme_time']:.1f}% "
-                 f"of TempMe's time; TempMe / ideal = {res['tempme_over_ideal']['ratio']:.3f}")
+        timing = ""
+        if res["timed"]:
+            s = row["speedup"]
+            timing = (f" {row['median_s']:9.4f} {row['videos_per_s']:9.2f} {s['ratio']:8.2f}x "
+                      f"({s['ratio_p25']:.2f}-{s['ratio_p75']:.2f})")
+        lines.append(f"{k:30} {row['final_tokens_per_video']:6d} {row['gflops_per_video']:8.1f}{timing}")
+    if res["timed"]:
+        m = res["merge_ops"]
+        f = m["fused_vs_eager"]
+        lines.append(f"merge ops in one TempMe forward: {m['merges_per_forward']} merges, fused "
+                     f"{m['timings']['leanops fused merges']['median_ms']:.2f} ms vs eager "
+                     f"{m['timings']['eager PyTorch merges']['median_ms']:.2f} ms: {f['ratio']:.2f}x "
+                     f"({f['ratio_p25']:.2f}-{f['ratio_p75']:.2f}); fused merges = "
+                     f"{100 * res['merge_share_of_tempme_time']:.1f}% of TempMe's time; TempMe / ideal = "
+                     f"{res['tempme_over_ideal']['ratio']:.3f}")
     return "\n".join(lines)
 
 
@@ -158,6 +167,7 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    results = [r for r in results if r["timed"]]
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, res in zip(axes[0], results):
         names = list(res["rows"])
@@ -180,8 +190,10 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     results = []
     for name, geometry in tqdm(list(geometries.items()), desc="bench tempme", unit="geometry"):
         batch = 1 if quick or (device == "cpu" and geometry["patch_size"] == 16) else (2 if device == "cpu" else 16)
-        reps = repeats or (3 if quick else (10 if geometry["patch_size"] == 32 or device != "cpu" else 5))
-        results.append(bench_geometry(name, geometry, device, batch, reps))
+        reps = repeats or (3 if quick else (5 if device == "cpu" else 20))
+        # ViT-B/16 at 12 frames is ~420 GFLOPs per unmerged video: timed on a GPU, GFLOPs only on CPU
+        timed = quick or device != "cpu" or geometry["patch_size"] != 16
+        results.append(bench_geometry(name, geometry, device, batch, reps, timed))
     os.makedirs(out_dir, exist_ok=True)
     tag = device_tag(device) + ("-quick" if quick else "")
     out = {"family": "tempme", "device": tag, "machine": machine(), "runner": runner_note("tempme", quick),

@@ -39,9 +39,9 @@ MODEL = dict(image_size=32, patch_size=8, hidden=32, heads=2, intermediate=64, v
 # with groups 2, 2, 3, the paper's shares, 10% intra-clip in the last layer (204 -> 42 tokens per video).
 TINY_CONFIG = TempMeConfig(imgme_r=4, merge_layers=(1, 2, 3), frame_groups=(2, 2, 3), cross_clip=0.3,
                            intra_clip=0.1, final_intra_clip=0.1)
-SETTINGS = {"quick": dict(train_videos=384, pretrain_steps=150, adapt_steps=80, batch=32, pretrain_lr=2e-3,
+SETTINGS = {"quick": dict(train_videos=256, pretrain_steps=120, adapt_steps=60, batch=32, pretrain_lr=3e-3,
                           adapt_lr=3e-3, lora_rank=8),
-            "full": dict(train_videos=1536, pretrain_steps=400, adapt_steps=300, batch=32, pretrain_lr=2e-3,
+            "full": dict(train_videos=1536, pretrain_steps=400, adapt_steps=300, batch=32, pretrain_lr=3e-3,
                          adapt_lr=3e-3, lora_rank=8)}
 METHODS = ("meanP (all tokens)", "per-frame ToMe", "TempMe")
 
