@@ -78,18 +78,27 @@ def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, merge=No
     ``merge_wavg``; None (no hook) is plain ToMe."""
     r = state.r[state.layer] if state.layer < len(state.r) else 0
     state.layer += 1
+    x = merge_r(state, x, keys, r, state.num_protected)
+    state.tokens_per_layer.append(x.shape[1])
+    return x
+
+
+def merge_r(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, r: int, num_protected: int) -> torch.Tensor:
+    """Merge ``r`` tokens of ``x`` [B, N, C] with the first ``num_protected`` tokens kept, the metric being
+    ``keys`` [B, H, N, D] averaged over heads; updates ``state.size`` (and the slot map when traced).
+
+    The building block of ``merge_tokens`` with r and the protected count given by the caller instead of
+    the schedule (extension point: ``leanops.tempme`` merges across frames with one protected class token
+    per frame). r is clamped to what the token layout allows; at 0 it returns ``x`` itself."""
     bsz, n, _ = x.shape
-    p = min(state.num_protected, n)
+    p = min(num_protected, n)
     r = effective_r(n, min(r, n - p), p)
     if r <= 0:
-        state.tokens_per_layer.append(n)
         return x
     state.merged = True
     if state.ideal:  # cost-free baseline: same token counts, no matching, no averaging
-        x = x[:, : n - r]
         state.size = state.size[:, : n - r]
-        state.tokens_per_layer.append(x.shape[1])
-        return x
+        return x[:, : n - r]
     metric = keys.mean(dim=1)
     size = state.size
     if state.has_padding:  # padding merges with padding first
@@ -102,7 +111,6 @@ def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, merge=No
     if state.trace_source:
         step = merge_ops.merge_slot_map(src, dst, unm, p, n, validate=False)
         state.slot_map = merge_ops.compose_slot_maps(state.slot_map, step)
-    state.tokens_per_layer.append(x.shape[1])
     return x
 
 
