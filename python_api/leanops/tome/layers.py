@@ -78,18 +78,20 @@ def merge_tokens(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, merge=No
     ``merge_wavg``; None (no hook) is plain ToMe."""
     r = state.r[state.layer] if state.layer < len(state.r) else 0
     state.layer += 1
-    x = merge_r(state, x, keys, r, state.num_protected)
+    x = merge_r(state, x, keys, r, state.num_protected, merge)
     state.tokens_per_layer.append(x.shape[1])
     return x
 
 
-def merge_r(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, r: int, num_protected: int) -> torch.Tensor:
+def merge_r(state: ToMeState, x: torch.Tensor, keys: torch.Tensor, r: int, num_protected: int,
+            merge=None) -> torch.Tensor:
     """Merge ``r`` tokens of ``x`` [B, N, C] with the first ``num_protected`` tokens kept, the metric being
     ``keys`` [B, H, N, D] averaged over heads; updates ``state.size`` (and the slot map when traced).
 
     The building block of ``merge_tokens`` with r and the protected count given by the caller instead of
     the schedule (extension point: ``leanops.tempme`` merges across frames with one protected class token
-    per frame). r is clamped to what the token layout allows; at 0 it returns ``x`` itself."""
+    per frame). r is clamped to what the token layout allows; at 0 it returns ``x`` itself. ``merge``: as in
+    ``merge_tokens``."""
     bsz, n, _ = x.shape
     p = min(num_protected, n)
     r = effective_r(n, min(r, n - p), p)
