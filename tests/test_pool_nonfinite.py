@@ -172,6 +172,22 @@ def test_non_finite_value_reaches_out_through_its_weight(backend, bad):
     _same(out, want_out)
     for key, g in grads.items():
         _same_finiteness(g, want_grads[key], what=key)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:], ids=IDS[1:])
+def test_plus_inf_query_with_frequency_gate_matches_reference(backend):
+    """Found by hypothesis: a +inf query makes a -inf logit; Triton's lanes past the row end computed
+    0 * inf = NaN in the frequency-gate backward and spread it into dq."""
+    a = {"q": torch.tensor([[[INF]]], dtype=torch.float64), "k": torch.tensor([[[-0.2934]]], dtype=torch.float64),
+         "v": torch.tensor([[[-2.1788]]], dtype=torch.float64), "offsets": torch.tensor([0, 1]), "scale": 1.0,
+         "bias": None, "freq_c": torch.tensor([[0.5684]], dtype=torch.float64), "prior_logit": None,
+         "prior_value": None}
+    out, lse, grads = _grads(backend[0], a)
+    want_out, want_lse, want_grads = _grads("reference", a)
+    _same(out, want_out, what="out")
+    _same(lse, want_lse, what="lse")
+    for key, g in grads.items():
+        _same_finiteness(g, want_grads[key], what=key)
     assert torch.isfinite(grads["v"]).all()  # dv = p * dout
 
 

@@ -165,8 +165,10 @@ def _pool_bwd_kernel(go_ptr, gl_ptr, q_ptr, k_ptr, v_ptr, off_ptr, bias_ptr, fre
                 ds = ds_after
                 if HAS_FREQ:
                     sg = tl.sigmoid(raw + tl.load(freq_ptr + t * H + h, mask=tmask, other=0.0).to(ACC))
-                    ds = ds_after * (1.0 - sg)
-                    tl.store(dfreq_ptr + t * H + h, (-ds_after * sg).to(dfreq_ptr.dtype.element_ty),
+                    # lanes past the row end have raw = 0 * q, NaN when q is infinite: keep them out
+                    ds = tl.where(masked, 0.0, ds_after * (1.0 - sg))
+                    dfreq = tl.where(masked, 0.0, -ds_after * sg)
+                    tl.store(dfreq_ptr + t * H + h, dfreq.to(dfreq_ptr.dtype.element_ty),
                              mask=tmask & first)
                 if HAS_BIAS:
                     tl.store(dbias_ptr + t * H + h, ds.to(dbias_ptr.dtype.element_ty), mask=tmask & first)
