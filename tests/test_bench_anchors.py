@@ -130,3 +130,10 @@ def test_median_ci95_contains_the_median():
     xs = sorted(float(i) for i in range(40))
     lo, hi = timing._median_ci95(xs)
     assert lo < 19.5 < hi and not math.isnan(lo)
+
+
+def test_error_bars_never_negative_when_the_centre_lies_outside_the_spread():
+    # ratio of medians can fall outside the p25-p75 of the paired ratios; matplotlib rejects negative yerr
+    lo, hi = timing.error_bars([1.0, 2.0, 3.0], [0.5, 2.2, 2.0], [1.5, 2.5, 2.9])
+    assert lo == [0.5, 0.0, 1.0]
+    assert hi == [0.5, 0.5, 0.0]

@@ -23,7 +23,7 @@ import torch
 from .. import _backend, _library
 from ..ops import merge as ops
 from ..reference import merge as ref
-from .timing import device_tag, machine, ratio, runner_note, time_providers, time_until
+from .timing import device_tag, error_bars, machine, ratio, runner_note, time_providers, time_until
 
 # (name, B, N, C, metric dim, r): ViT-B/16 images; TempMe clips of 12 frames (ViT-B/32: 12x50, B/16: 12x197)
 OP_CASES = [("vit-b16", 64, 197, 768, 64, 16), ("clip-b32-12f", 16, 600, 768, 64, 100),
@@ -172,7 +172,7 @@ def plot(rows, e2e, path):
     for i, p in enumerate(providers):
         sel = [next(r for r in rows if (r["case"], r["dtype"]) == cse and r["provider"] == p) for cse in cases]
         vals = [r["ratio"] for r in sel]
-        err = [[v - r["ratio_p25"] for v, r in zip(vals, sel)], [r["ratio_p75"] - v for v, r in zip(vals, sel)]]
+        err = error_bars(vals, [r["ratio_p25"] for r in sel], [r["ratio_p75"] for r in sel])
         axes[0].bar([k + i * width for k in range(len(cases))], vals, width, yerr=err, capsize=3, label=p)
     axes[0].set_xticks([k + 0.4 - width / 2 for k in range(len(cases))], [f"{c}\n{d}" for c, d in cases])
     axes[0].axhline(1.0, color="k", lw=0.8)
@@ -182,8 +182,8 @@ def plot(rows, e2e, path):
     names = list(e2e["variants"])
     batch = e2e["batch"]
     med = [batch / e2e["variants"][k]["median_s"] for k in names]
-    err = [[m - batch / e2e["variants"][k]["p75_s"] for m, k in zip(med, names)],
-           [batch / e2e["variants"][k]["p25_s"] - m for m, k in zip(med, names)]]
+    err = error_bars(med, [batch / e2e["variants"][k]["p75_s"] for k in names],
+                     [batch / e2e["variants"][k]["p25_s"] for k in names])
     axes[1].bar(names, med, yerr=err, capsize=3, color=["lightgrey", "grey", "tab:blue", "tab:green"])
     axes[1].set_ylabel("images / s (median; bars: p25-p75)")
     axes[1].set_title(f"ViT-B/16 end to end, r={e2e['r']}, batch {batch}, {e2e['repeats']} interleaved repeats")

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from .timing import device_tag, machine, ratio, runner_note, time_providers
+from .timing import device_tag, error_bars, machine, ratio, runner_note, time_providers
 
 ANCHOR = "unmerged (HF image path)"
 TOME, TEMPME, IDEAL = "per-frame ToMe (same budget)", "TempMe", "TempMe ideal (no merge cost)"
@@ -174,7 +174,7 @@ def plot(results, path):
         med = [res["rows"][k]["videos_per_s"] for k in names]
         lo = [res["batch"] / res["rows"][k]["p75_s"] for k in names]
         hi = [res["batch"] / res["rows"][k]["p25_s"] for k in names]
-        ax.bar(range(len(names)), med, yerr=[[m - a for m, a in zip(med, lo)], [b - m for m, b in zip(med, hi)]])
+        ax.bar(range(len(names)), med, yerr=error_bars(med, lo, hi))
         ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=7)
         ax.set_ylabel("videos/s (median, p25-p75)")
         ax.set_title(res["geometry"])

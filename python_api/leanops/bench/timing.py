@@ -182,6 +182,15 @@ def time_until(fns: dict[str, Callable[[], object]], pairs: list[tuple[str, str]
             t.samples.extend(more[name].samples)
 
 
+def error_bars(centers, lows, highs) -> list[list[float]]:
+    """matplotlib's ``yerr`` for bars at ``centers`` spanning ``lows``-``highs``.
+
+    A ratio is anchor median / provider median, its spread the p25-p75 of the paired ratios, so the centre
+    may fall outside that range: the bar then shows only the side that reaches past it (never a negative error).
+    """
+    return [[max(c - lo, 0.0) for c, lo in zip(centers, lows)], [max(hi - c, 0.0) for c, hi in zip(centers, highs)]]
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
