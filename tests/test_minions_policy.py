@@ -1,6 +1,6 @@
 """Minions' decisions in isolation (``leanops.minions.policy``), without models: the speculation length
-maximises expected tokens per second for given costs and acceptance, the verify-cost line, vote weights
-within bounds, benching, and pipeline="auto"'s choice."""
+maximises expected tokens per second for given costs and acceptance, the verify-cost line, tempered vote weights
+that do not collapse, and pipeline="auto"'s choice."""
 import random
 
 import pytest
@@ -8,7 +8,6 @@ import torch
 
 from leanops.minions.policy import (LengthPolicy, OverlapPolicy, VerifyCostLine, VoteWeights, acceptance_estimate,
                                     expected_tokens)
-from leanops.minions.stats import MinionsStats
 
 
 def _line_policy(c0, c1, min_gamma=1, max_gamma=8, gamma=4, hysteresis=1.0, recheck_every=16):
@@ -69,14 +68,6 @@ def test_length_hysteresis_keeps_the_current_length_unless_clearly_better():
     assert loose.choose(alpha, draft, 0.0, 1) == best
 
 
-def test_length_update_reads_the_run_stats():
-    policy = _line_policy(5e-3, 1e-3)
-    stats = MinionsStats(cand_accepted=30, cand_rejections=10, draft_seconds=0.02, chosen_lengths=[4] * 10,
-                         pipelined_drafts=5, rounds=10)
-    want = policy.choose(acceptance_estimate(30, 10), 0.02 / 40, 0.5, 3)
-    assert policy.update(stats, 3) == want == policy.gamma
-
-
 def test_expected_tokens_and_acceptance_estimate():
     for alpha in (0.01, 0.5, 0.9):
         for g in range(9):
@@ -101,6 +92,12 @@ def test_verify_cost_line():
     for width in range(1, 6):
         falling.record(width, 0.01 - 0.001 * width)  # noise can make it fall: never a negative slope
     assert falling.predict(1) == falling.predict(50)
+    tilted = VerifyCostLine()
+    tilted.record(8, 0.05)  # a slow, wide first pass (prefill and warm-up) ...
+    for _ in range(20):
+        tilted.record(2, 0.002)  # ... then narrow fast ones: the plain line would go below zero at width 1
+    assert 0 < tilted.predict(1) < tilted.predict(2)
+    assert tilted.predict(1) == pytest.approx(tilted.predict(2) / 2)  # through the origin
 
 
 def test_verify_cost_line_follows_recent_passes():
@@ -113,50 +110,66 @@ def test_verify_cost_line_follows_recent_passes():
     assert line.predict(5) == pytest.approx(0.005, rel=0.02)
 
 
-def test_vote_weights_stay_within_bounds_and_follow_acceptance():
+def _t(*v):
+    return torch.tensor(v, dtype=torch.float64)
+
+
+def test_vote_weights_measure_each_drafters_acceptance():
+    vote = VoteWeights(3, decay=1.0)
+    vote.update(_t(8, 2, 0), _t(1, 2, 0), [0, 1])  # SSM 2 did not draft: its counts stay at the prior
+    assert vote.alpha(0) == pytest.approx(acceptance_estimate(8, 1))
+    assert vote.alpha(1) == pytest.approx(acceptance_estimate(2, 2))
+    assert vote.alpha(2) == 0.5
+    vote.update(_t(0, 0, 0), _t(0, 0, 0), [])  # nobody drafted: nothing moves
+    assert vote.alpha(0) == pytest.approx(acceptance_estimate(8, 1))
+
+
+def test_vote_weights_are_tempered_ratios_to_the_best_and_floored():
+    vote = VoteWeights(3, temperature=2.0, floor=0.3, decay=1.0)
+    vote.update(_t(98, 48, 0), _t(0, 48, 98), [0, 1, 2])  # alphas 0.99, 0.5, 0.01
+    a = [vote.alpha(i) for i in range(3)]
+    want = [1.0, (a[1] / a[0]) ** 0.5, 0.3]  # the worst one sits on the floor, not at zero
+    assert vote.values.tolist() == pytest.approx(want)
+    assert VoteWeights(3, initial=[1.0, 2.0, 0.5]).values.tolist() == [1.0, 2.0, 0.5]  # equal acceptance
+
+
+def test_vote_weights_do_not_collapse_onto_one_drafter():
+    # the old multiplicative updates ran to [0.32, 0.11, 3.17] under the same stream; tempered ratios stay
+    # within [floor, 1] and two agreeing drafters together outweigh the best one alone
     rng = random.Random(0)
-    vote = VoteWeights(4, lr=5.0, bounds=(0.2, 3.0))
+    vote = VoteWeights(3)
+    p = [0.8, 0.6, 0.55]
     for _ in range(500):
-        scored = sorted(rng.sample(range(4), rng.randint(1, 4)))
-        drafted = torch.tensor([float(rng.randint(1, 8)) if i in scored else 0.0 for i in range(4)], dtype=torch.float64)
-        agree = torch.tensor([float(rng.randint(0, int(d))) for d in drafted], dtype=torch.float64)
-        vote.update(agree, drafted, scored)
-        assert bool(((vote.values >= 0.2) & (vote.values <= 3.0)).all())
-        assert 0 <= vote.acceptance_ema <= 1
-    steady = VoteWeights(3, lr=0.5)
-    for _ in range(10):
-        steady.update(torch.tensor([4.0, 1.0, 2.0], dtype=torch.float64), torch.full((3,), 4.0, dtype=torch.float64),
-                      [0, 1, 2])
-    w = steady.values
-    assert w[0] > w[2] > w[1] and w[0] > 1 > w[1]  # ordered by acceptance
-    assert float(w.prod()) == pytest.approx(1.0)  # relative steps: the product is kept inside the bounds
+        agree = [0.0] * 3
+        rej = [0.0] * 3
+        for i in range(3):
+            for _ in range(4):
+                if rng.random() < p[i]:
+                    agree[i] += 1
+                else:
+                    rej[i] += 1
+                    break
+        vote.update(_t(*agree), _t(*rej), [0, 1, 2])
+        w = vote.values
+        assert bool(((w >= 0.2 - 1e-12) & (w <= 1.0 + 1e-12)).all())
+    assert w[0] == 1.0 and w[1] + w[2] > w[0]
 
 
-def test_vote_weights_equal_acceptance_changes_nothing():
-    vote = VoteWeights(3, initial=[1.0, 2.0, 0.5])
-    vote.update(torch.tensor([2.0, 2.0, 2.0], dtype=torch.float64), torch.tensor([4.0, 4.0, 4.0], dtype=torch.float64),
-                [0, 1, 2])
-    assert vote.values.tolist() == [1.0, 2.0, 0.5]
+def test_vote_weights_decay_follows_a_drafter_that_changes():
+    vote = VoteWeights(2, decay=0.9)
+    for _ in range(50):
+        vote.update(_t(4, 0), _t(0, 1), [0, 1])
+    assert vote.alpha(0) > 0.9 and vote.alpha(1) < 0.1
+    for _ in range(50):
+        vote.update(_t(0, 4), _t(1, 0), [0, 1])  # they swap
+    assert vote.alpha(0) < 0.1 and vote.alpha(1) > 0.9
 
 
-def test_lone_drafter_moves_against_the_running_mean():
-    vote = VoteWeights(2, lr=1.0)
-    vote.update(torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([4.0, 0.0], dtype=torch.float64), [0])
-    assert vote.values[0] == pytest.approx(torch.exp(torch.tensor(0.25 - 0.5, dtype=torch.float64)))  # 0.25 < 0.5
-    assert vote.values[1] == 1.0  # did not draft: untouched
-    assert vote.acceptance_ema == pytest.approx(0.9 * 0.5 + 0.1 * 0.25)
-    vote.update(torch.tensor([0.0, 4.0], dtype=torch.float64), torch.tensor([0.0, 4.0], dtype=torch.float64), [1])
-    assert vote.values[1] > 1.0  # all kept: above the running mean
-
-
-def test_benching():
-    vote = VoteWeights(3, initial=[1.0, 0.4, 0.6], bench_ratio=0.5, recheck_every=4)
-    assert vote.drafters(1, do_sample=False) == [0, 2]  # 0.4 < 0.5 * 1.0: benched
-    assert vote.drafters(4, do_sample=False) == [0, 1, 2]  # recheck round: everyone drafts and is re-scored
-    assert vote.drafters(8, do_sample=False) == [0, 1, 2]
-    assert vote.drafters(1, do_sample=True) == [0] == vote.drafters(4, do_sample=True)  # sampling: the heaviest
-    assert VoteWeights(3, initial=[1.0, 0.4, 0.6], bench_ratio=0.0).drafters(1, False) == [0, 1, 2]  # never bench
-    assert VoteWeights(2, initial=[0.3, 0.7]).drafters(1, True) == [1]
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": -1.0}, {"floor": 0.0}, {"floor": 1.5},
+                                    {"decay": 0.0}, {"decay": 1.1}])
+def test_vote_weights_reject_bad_settings(kwargs):
+    with pytest.raises(ValueError, match="temperature|floor|decay"):
+        VoteWeights(2, **kwargs)
 
 
 def _overlap_run(policy, cost_on, cost_off, rounds, width=5):

@@ -1,7 +1,7 @@
 """Minions' decisions, apart from the mechanics that carry them out: pure logic on measured numbers, no
 models, no caches, no threads (so each piece is unit-tested on its own, ``tests/test_minions_policy.py``).
 
-* ``VoteWeights``: each SSM's vote weight from its own acceptance, and which SSMs draft (benching).
+* ``VoteWeights``: each SSM's measured acceptance and the tempered vote weights made from it.
 * ``VerifyCostLine`` + ``LengthPolicy``: the speculation length that maximises expected tokens per second.
 * ``OverlapPolicy``: ``pipeline="auto"``, whether a round overlaps drafting with verification.
 """
@@ -11,39 +11,42 @@ import torch
 
 
 class VoteWeights:
-    """Multiplicative vote weights, one per SSM, bounded; and the benching rule built on them."""
+    """Each SSM's acceptance, measured on the rounds it drafts, and the vote weights made from it.
 
-    def __init__(self, k: int, initial=None, lr: float = 0.5, bounds=(0.1, 10.0), bench_ratio: float = 0.5,
-                 recheck_every: int = 16):
-        self.values = torch.as_tensor(1.0 if initial is None else initial, dtype=torch.float64).expand(k).clone()
-        self.lr, self.bounds, self.bench_ratio, self.recheck_every = lr, bounds, bench_ratio, recheck_every
-        self.acceptance_ema = 0.5  # running mean acceptance: what a lone drafter is measured against
+    Acceptance is censored-geometric (``acceptance_estimate``) over decayed counts: a draft token the LLM
+    kept is a success, the first one it did not keep a failure, a draft cut short by the round's end neither.
+    The weights are tempered ratios to the best drafter, ``w_i = initial_i * (alpha_i / max_j alpha_j) **
+    (1 / temperature)``, floored at ``floor``: no weight collapses to zero and none runs away, so two drafters
+    that agree can outvote a third that is better on average (the multiplicative updates this replaces
+    drove the weights to [0.32, 0.11, 3.17] and the vote onto one drafter)."""
 
-    def update(self, agree: torch.Tensor, drafted: torch.Tensor, scored: list) -> None:
-        """One round: ``agree[i]`` of ``drafted[i]`` draft tokens of SSM ``i`` were kept; ``scored`` are the
-        SSMs that drafted. ``w_i *= exp(lr (a_i - mean a))`` among two or more drafters; a lone drafter
-        moves against the running mean, so a weak one loses its place to the others. Clamped to ``bounds``."""
-        lo, hi = self.bounds
-        rates = agree / drafted.clamp_min(1)
-        step = torch.zeros_like(rates)
-        if len(scored) > 1:  # relative to the others that drafted this round
-            step[scored] = rates[scored] - rates[scored].mean()
-        else:  # a lone drafter: against the running mean, so a weak one loses its place to the others
-            step[scored] = rates[scored] - self.acceptance_ema
-        self.values = (self.values * torch.exp(self.lr * step)).clamp(lo, hi)
-        self.acceptance_ema = 0.9 * self.acceptance_ema + 0.1 * float(rates[scored].mean())
+    def __init__(self, k: int, initial=None, temperature: float = 1.0, floor: float = 0.2, decay: float = 0.98):
+        if not temperature > 0 or not 0 < floor <= 1 or not 0 < decay <= 1:
+            raise ValueError(f"need temperature > 0, 0 < floor <= 1 and 0 < decay <= 1, got {temperature}, "
+                             f"{floor}, {decay}")
+        self.initial = torch.as_tensor(1.0 if initial is None else initial, dtype=torch.float64).expand(k).clone()
+        self.temperature, self.floor, self.decay = temperature, floor, decay
+        self.accepted = torch.zeros(k, dtype=torch.float64)  # decayed kept draft tokens, per SSM
+        self.rejections = torch.zeros(k, dtype=torch.float64)  # decayed first-rejections, per SSM
 
-    def drafters(self, round_index: int, do_sample: bool) -> list:
-        """SSMs that draft in round ``round_index``: for sampling the heaviest one, chosen before it samples;
-        for the greedy vote every SSM whose weight is at least ``bench_ratio`` of the heaviest (a lighter one
-        cannot carry the vote alone, and drafting costs time), with every SSM back every ``recheck_every``
-        rounds so a benched one can earn its weight back."""
-        w = self.values
-        if do_sample:
-            return [int(torch.argmax(w))]
-        if round_index % self.recheck_every == 0:
-            return list(range(w.shape[0]))
-        return [i for i in range(w.shape[0]) if float(w[i]) >= self.bench_ratio * float(w.max())]
+    def update(self, agree: torch.Tensor, rejected: torch.Tensor, scored: list) -> None:
+        """One round: SSM ``i`` in ``scored`` had ``agree[i]`` draft tokens kept and ``rejected[i]`` rows where
+        the LLM turned one of its draft tokens down. SSMs that did not draft keep their counts."""
+        if not scored:
+            return
+        self.accepted[scored] = self.decay * self.accepted[scored] + agree[scored].double()
+        self.rejections[scored] = self.decay * self.rejections[scored] + rejected[scored].double()
+
+    def alpha(self, i: int) -> float:
+        """SSM ``i``'s per-token acceptance estimate."""
+        return acceptance_estimate(float(self.accepted[i]), float(self.rejections[i]))
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The vote weights ``[K]`` (float64)."""
+        alphas = torch.tensor([self.alpha(i) for i in range(self.initial.shape[0])], dtype=torch.float64)
+        ratio = (alphas / alphas.max()) ** (1.0 / self.temperature)
+        return self.initial * ratio.clamp_min(self.floor)
 
 
 class VerifyCostLine:
@@ -58,16 +61,19 @@ class VerifyCostLine:
         self.sums += torch.tensor([1.0, tokens, seconds, tokens * tokens, tokens * seconds], dtype=torch.float64)
 
     def predict(self, tokens: float) -> float:
-        """Predicted seconds for ``tokens`` tokens per row; a constant until the passes have a spread; the
-        slope is never negative."""
+        """Predicted seconds for ``tokens`` tokens per row; a constant until the passes have a spread. Neither
+        the slope nor the intercept is ever negative: a wide, slow first pass (prefill, warm-up) beside narrow
+        fast ones would otherwise tilt the line below zero at one token, and a plain step would look free."""
         n, sx, sy, sxx, sxy = self.sums.tolist()
         mean_x, mean_y = sx / max(n, 1e-9), sy / max(n, 1e-9)
         var = sxx / max(n, 1e-9) - mean_x ** 2
         slope = max((sxy / max(n, 1e-9) - mean_x * mean_y) / var, 0.0) if var > 1e-6 else 0.0
+        if mean_y - slope * mean_x < 0:  # refit through the origin: time proportional to width
+            return sxy / max(sxx, 1e-12) * tokens
         return mean_y + slope * (tokens - mean_x)
 
 
-def acceptance_estimate(accepted: int, rejections: int) -> float:
+def acceptance_estimate(accepted: float, rejections: float) -> float:
     """Per-token acceptance from verified candidates, censored-geometric with a Beta(1, 1) prior
     ((accepted + 1) / (accepted + rejections + 2)), so a round or two of bad luck at the start does not
     read as 0; kept in [0.01, 0.99]."""
@@ -109,15 +115,6 @@ class LengthPolicy:
             # plain steps measure nothing about drafting: speculate now and then to keep the estimates current
             return max(range(1, self.max_gamma + 1), key=rate)
         return choice
-
-    def update(self, stats, round_index: int) -> int:
-        """Set and return the next gamma from a run's ``MinionsStats`` (acceptance of the verified
-        candidates, drafting seconds per drafted token, share of pipelined rounds)."""
-        alpha = acceptance_estimate(stats.cand_accepted, stats.cand_rejections)
-        draft_per_token = stats.draft_seconds / max(sum(stats.chosen_lengths), 1)
-        hidden = stats.pipelined_drafts / max(stats.rounds, 1)
-        self.gamma = self.choose(alpha, draft_per_token, hidden, round_index)
-        return self.gamma
 
 
 class OverlapPolicy:
