@@ -3,9 +3,11 @@
 A round: every SSM drafts ``gamma`` tokens per row from its own KV cache; ``majority_vote`` picks one real
 draft per row on the drafts' prefix tree; the LLM scores it in one forward pass and ``verify_greedy``
 keeps the prefix it agrees with plus its own next token. Rows keep different numbers of tokens: each
-model's cache masks what a row did not keep (see ``runner.py``). Vote weights follow each SSM's own
-acceptance (multiplicative, bounded); ``gamma`` follows a running cost model (both decided in
-``policy.py``; this module carries them out). Greedy output equals the LLM's own greedy decoding up to
+model's cache masks what a row did not keep (see ``runner.py``). Vote weights are tempered ratios of the
+SSMs' measured acceptance (``policy.VoteWeights``); per round the cost-aware controller (``controller.py``)
+picks the drafter set (one SSM, the vote of all, or none) and ``gamma`` from measured costs and acceptance;
+this module carries the decisions out. Each ``generate`` call starts from fresh decisions unless
+``carry_state=True`` (then ``reset_state()`` starts over). Greedy output equals the LLM's own greedy decoding up to
 floating point (see docs/DESIGN.md: exact where the LLM's top-2 logits are further apart than the rounding
 difference between a block pass and single-token steps).
 
@@ -31,6 +33,7 @@ import torch
 
 from ..ops.verify import majority_vote, verify_greedy, verify_sampling
 from .live_slots import position_limit, ragged_block
+from .controller import Controller
 from .policy import LengthPolicy, OverlapPolicy, VoteWeights
 from .runner import make_runner
 from .runner_protocol import Runner
@@ -46,18 +49,19 @@ def _agreement(fed: torch.Tensor, kept: torch.Tensor) -> int:
 
 
 class Minions:
-    def __init__(self, llm, ssms, weights=None, min_gamma: int = 1, max_gamma: int = 8, gamma: int = 4,
-                 adaptive: bool = True, weight_lr: float = 0.5, weight_bounds=(0.1, 10.0), pipeline: bool = False,
-                 hysteresis: float = 1.05, lean_drafters: bool = True, lean_llm: bool = False,
-                 bench_ratio: float = 0.5, recheck_every: int = 16, packed_weights: bool = True,
-                 backend: str | None = None):
+    def __init__(self, llm, ssms, weights=None, min_gamma: int = 0, max_gamma: int = 8, gamma: int = 4,
+                 adaptive: bool = True, select_drafters: bool = True, vote_temperature: float = 1.0,
+                 weight_floor: float = 0.2, pipeline: bool = False, hysteresis: float = 1.05,
+                 lean_drafters: bool = True, lean_llm: bool = False, recheck_every: int = 16,
+                 packed_weights: bool = True, carry_state: bool = False, backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
         if not 0 <= min_gamma <= gamma <= max_gamma or max_gamma < 1:
             raise ValueError(f"need 0 <= min_gamma <= gamma <= max_gamma and max_gamma >= 1, got {min_gamma}, "
                              f"{gamma}, {max_gamma}")
-        if not 0 < weight_bounds[0] <= 1 <= weight_bounds[1]:
-            raise ValueError(f"weight_bounds must satisfy 0 < low <= 1 <= high, got {weight_bounds}")
+        if not vote_temperature > 0 or not 0 < weight_floor <= 1:
+            raise ValueError(f"need vote_temperature > 0 and 0 < weight_floor <= 1, got {vote_temperature}, "
+                             f"{weight_floor}")
         self.llm, self.ssms = llm, list(ssms)
         vocab = self._vocab(llm)
         for i, ssm in enumerate(self.ssms):
@@ -68,23 +72,31 @@ class Minions:
         initial = torch.ones(k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         if initial.shape != (k,) or bool((initial <= 0).any()):
             raise ValueError(f"weights must be {k} positive numbers")
-        self.adaptive = adaptive
+        self.adaptive, self.select_drafters, self.carry_state = adaptive, select_drafters, carry_state
         if pipeline not in (False, True, "auto"):
             raise ValueError(f"pipeline must be False, True (always overlap) or 'auto' (overlap where it "
                              f"measures faster), got {pipeline!r}")
         self.pipeline, self.backend, self.lean_drafters, self.lean_llm = pipeline, backend, lean_drafters, lean_llm
-        if not 0 <= bench_ratio <= 1 or recheck_every < 1:
-            raise ValueError(f"need 0 <= bench_ratio <= 1 and recheck_every >= 1, got {bench_ratio}, {recheck_every}")
-        # the decisions (policy.py), kept across generate() calls: vote weights and benching, speculation
-        # length with its verify-cost line, and pipeline="auto"'s choice to overlap
-        self.vote = VoteWeights(k, initial, weight_lr, weight_bounds, bench_ratio, recheck_every)
-        self.length = LengthPolicy(min_gamma, max_gamma, gamma, hysteresis, recheck_every)
-        self.overlap = OverlapPolicy(hysteresis)
+        if recheck_every < 1:
+            raise ValueError(f"need recheck_every >= 1, got {recheck_every}")
+        self._settings = dict(k=k, initial=initial, temperature=vote_temperature, floor=weight_floor,
+                              lengths=(min_gamma, max_gamma, gamma), hysteresis=hysteresis, recheck=recheck_every)
         self.packed_weights = packed_weights  # lean runners on CPU: oneDNN-prepacked weights
-        self.rounds_total = 0  # across generate() calls: paces the rechecks of benched SSMs
-        self.llm_passes_total = 0  # across generate() calls
+        self.llm_passes_total = 0  # across generate() calls (a counter, not a decision)
         self.stats = MinionsStats()
         self._pool = None
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        """Forget what earlier calls measured: acceptance and vote weights, costs, length, the pipeline
+        choice. ``generate`` calls this itself unless the engine was made with ``carry_state=True``."""
+        st = self._settings
+        self.vote = VoteWeights(st["k"], st["initial"], st["temperature"], st["floor"])
+        self.length = LengthPolicy(*st["lengths"], st["hysteresis"], st["recheck"])
+        self.control = Controller(st["k"], self.vote, self.length, self.adaptive, self.select_drafters,
+                                  st["hysteresis"], st["recheck"])
+        self.overlap = OverlapPolicy(st["hysteresis"])
+        self.rounds_total = 0  # paces the rechecks
 
     @property
     def weights(self) -> torch.Tensor:
@@ -101,7 +113,7 @@ class Minions:
         return getattr(getattr(model, "config", None), "vocab_size", None)
 
     # ---- input checks: all before any model runs ----
-    def _check(self, input_ids, attention_mask, max_new_tokens, temperature, top_p):
+    def _check(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, generator=None):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be a 2-D tensor [B, T]")
         if input_ids.dtype not in (torch.int64, torch.int32):
@@ -119,6 +131,9 @@ class Minions:
             raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
         if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if generator is not None and torch.device(generator.device).type != input_ids.device.type:
+            raise ValueError(f"generator is on {generator.device}, input_ids on {input_ids.device}: the engine "
+                             f"draws on the models' device, so the generator must live there too")
         vocab = self._vocab(self.llm)
         if vocab is not None and (bool((input_ids < 0).any()) or bool((input_ids >= vocab).any())):
             raise ValueError(f"input_ids must lie in [0, {vocab}) (the LLM's vocabulary)")
@@ -133,7 +148,9 @@ class Minions:
                  temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None, generator=None):
         """Decode like ``model.generate``: returns ``[B, T + new]`` ids, the prompt as given (left padding
         kept) followed by each row's new tokens, rows that stopped early padded with ``pad_token_id``."""
-        self._check(input_ids, attention_mask, max_new_tokens, temperature, top_p)
+        self._check(input_ids, attention_mask, max_new_tokens, temperature, top_p, generator)
+        if not self.carry_state:
+            self.reset_state()
         start = time.perf_counter()
         bsz, device = input_ids.shape[0], input_ids.device
         ids = input_ids.long()
@@ -186,7 +203,7 @@ class _Run:
         self.active = torch.ones(bsz, dtype=torch.bool)
         self.pre = [None] * k  # pipelined drafts ready for the next round, per SSM
         self.stats = engine.stats = MinionsStats(accepted_per_ssm=[0] * k, drafted_per_ssm=[0] * k,
-                                                 weights=engine.weights.tolist())
+                                                 weights=engine.weights.tolist(), all_drafted_agree=[0] * k)
         on_gpu = torch.device(device).type == "cuda"
         self.stream = torch.cuda.Stream(device=device) if (engine.pipeline and on_gpu) else None
 
@@ -195,11 +212,13 @@ class _Run:
 
     def loop(self):
         while bool(self.active.any()):
+            hidden = self.stats.pipelined_drafts / max(self.stats.rounds, 1)
+            drafters, gamma = self.e.control.plan(self.e.rounds_total, self.do_sample, hidden)
             # a plain step (gamma 0) drafts nothing, so there is nothing to overlap
-            overlap = bool(self.e.pipeline) and self.e.gamma > 0 and (self.e.pipeline is True or self.e.overlap.choose())
+            overlap = bool(self.e.pipeline) and gamma > 0 and (self.e.pipeline is True or self.e.overlap.choose())
             pool = self.e._worker() if overlap else self.e._drop_worker()
-            start, width = time.perf_counter(), 1 + self.e.gamma
-            self.round(pool)
+            start, width = time.perf_counter(), 1 + gamma
+            self.round(pool, list(drafters) if gamma > 0 else [], gamma)
             self.stats.overlapped_rounds += int(overlap)
             if self.e.pipeline:
                 self.e.overlap.record(overlap, time.perf_counter() - start, width)
@@ -222,21 +241,18 @@ class _Run:
         q = torch.stack(probs[1 if first_greedy else 0:], 1) if self.do_sample and n_tokens > int(first_greedy) else None
         return torch.stack(out, 1), q
 
-    def drafters(self):
-        """SSMs that draft this round (``VoteWeights.drafters``: benching, and sampling's single drafter)."""
-        return self.e.vote.drafters(self.e.rounds_total, self.do_sample)
-
     # ---- one round ----
-    def round(self, pool):
+    def round(self, pool, drafters, gamma):
+        """One round: ``drafters`` (SSM indices; empty for a plain step) draft ``gamma`` tokens per row."""
         e, stats, bsz = self.e, self.stats, self.bsz
         room = torch.tensor([self.max_new - self.produced(b) for b in range(bsz)])
-        dlen = torch.where(self.active, room.clamp_max(e.gamma), 0)
+        dlen = torch.where(self.active, room.clamp_max(gamma), 0)
         g = int(dlen.max())
         t0 = time.perf_counter()
         drafts = torch.full((bsz, self.k, g), -1, dtype=torch.long, device=self.device)
         draft_probs = None
         used_pre = False
-        drafters = self.drafters() if g > 0 else []  # gamma 0: a plain LLM step, no drafting
+        drafters = drafters if g > 0 else []  # gamma 0: a plain LLM step, no drafting
         for i in range(self.k):
             pre = self.pre[i]
             if i in drafters and pre is not None and pre[0].shape[1] >= g:
@@ -247,7 +263,9 @@ class _Run:
                     self.ssms[i].keep(torch.tensor([s.shape[0] - 1 for s in self.seqs], device=self.device))
                 if i not in drafters:
                     continue
+                t_ssm = time.perf_counter()
                 drafts[:, i], q = self.draft(self.ssms[i], self.seqs, g)
+                e.control.record_draft(i, time.perf_counter() - t_ssm, g)
             draft_probs = q
         self.pre = [None] * self.k
         stats.pipelined_drafts += int(used_pre)
@@ -255,38 +273,52 @@ class _Run:
         benched = [i for i in range(self.k) if i not in drafters]
         if benched:
             draft_len[:, benched] = 0  # benched SSMs do not vote
-        if self.do_sample:
-            cand, cand_len = drafts[:, drafters[0] if drafters else 0].contiguous(), dlen.to(self.device)
-        else:
+        voted = len(drafters) > 1 and not self.do_sample
+        t_vote = time.perf_counter()
+        if voted:
             _, cand, cand_len = majority_vote(drafts, draft_len, e.weights.float().to(self.device), backend=e.backend)
-        uniforms = torch.rand(bsz, g + 1, generator=self.generator) if self.do_sample else None
+        else:  # one drafter (sampling always): its own draft, no vote to pay for
+            cand, cand_len = drafts[:, drafters[0] if drafters else 0].contiguous(), dlen.to(self.device)
+        t_vote = time.perf_counter() - t_vote
+        # drawn on the models' device (with the caller's generator, which _check keeps on that device)
+        uniforms = (torch.rand(bsz, g + 1, generator=self.generator, device=self.device)
+                    if self.do_sample else None)
         t1 = time.perf_counter()
         n_before = [s.shape[0] for s in self.seqs]
         if pool is None:
             accepted, nxt, width, t_verify = self.verify(cand, cand_len, draft_probs, uniforms)
             guesses = None
         else:
-            job = pool.submit(self.predraft, drafts, cand, cand_len)  # drafts the next round beside the LLM pass
+            job = pool.submit(self.predraft, drafters, drafts, cand, cand_len)  # the next round beside the LLM pass
             accepted, nxt, width, t_verify = self.verify(cand, cand_len, draft_probs, uniforms)
             guesses = job.result()
-            if self.stream is not None:
-                torch.cuda.current_stream(self.device).wait_stream(self.stream)
         t_draft = time.perf_counter() - t0 - t_verify if pool is not None else t1 - t0
         if pool is None or e.pipeline is True:  # an overlapped pass shares the cores: not the pass's own cost
             e.length.verify.record(width, t_verify)
         live = self.active.clone()
         kept = self.accept(cand, accepted, nxt)
         live = live.to(accepted.device)
-        self.stats.cand_accepted += int(accepted[live].sum())
-        self.stats.cand_rejections += int((accepted[live] < cand_len[live]).sum())
+        cand_accepted = int(accepted[live].sum())
+        cand_rejections = int((accepted[live] < cand_len[live]).sum())
+        self.stats.cand_accepted += cand_accepted
+        self.stats.cand_rejections += cand_rejections
+        if voted:
+            e.control.record_vote(t_vote, cand_accepted, cand_rejections)
         self.sync_caches(drafts, cand, cand_len, guesses, kept, n_before)
-        self.account(drafters, drafts, dlen, kept, g, t_draft, t_verify)
+        self.account(drafters, drafts, dlen, kept, g, t_draft, t_verify, voted, cand)
 
     def verify(self, cand, cand_len, draft_probs, uniforms):
         """One LLM pass over each row's missing tail plus its candidate; the verify op decides.
         Returns ``(accepted, next_token, block width, seconds)``."""
         t0 = time.perf_counter()
-        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        ctx = contextlib.nullcontext()
+        if self.stream is not None:  # the side stream starts after the work queued so far on the current one
+            main = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(main)
+            for t in (cand, cand_len, draft_probs, uniforms):  # made on the main stream, read on the side one
+                if t is not None:
+                    t.record_stream(self.stream)
+            ctx = torch.cuda.stream(self.stream)
         with ctx:
             e, bsz, g = self.e, self.bsz, cand.shape[1]
             rows = [torch.cat([s[int(c):], cand[b, : int(n)]]) if a else s[:0]
@@ -300,25 +332,33 @@ class _Run:
             if not self.do_sample:
                 accepted, nxt = verify_greedy(cand, cand_len, target, backend=e.backend)
             else:
-                target = nucleus(target.float() / self.temperature, self.top_p)
+                target = target.float() / self.temperature
+                if self.top_p < 1.0:  # the nucleus only where verify_sampling reads: active rows, 1 + cand_len
+                    need = self.active.to(self.device)[:, None] & (
+                        torch.arange(g + 1, device=self.device)[None, :] <= cand_len[:, None])
+                    target[need] = nucleus(target[need], self.top_p)  # the rest is never read
                 if draft_probs is None:  # a plain step (gamma 0): nothing drafted
                     draft_probs = target.new_zeros(bsz, 0, target.shape[-1])
                 accepted, nxt = verify_sampling(cand, cand_len, draft_probs, target, 1.0, uniforms=uniforms,
                                                 backend=e.backend)
+        if self.stream is not None:  # the caller reads the results on its own stream
+            main.wait_stream(self.stream)
+            accepted.record_stream(main)
+            nxt.record_stream(main)
         return accepted, nxt, tokens.shape[1], time.perf_counter() - t0
 
     @torch.inference_mode()  # runs on the drafting thread, whose grad mode is its own
-    def predraft(self, drafts, cand, cand_len):
-        """While the LLM verifies: each drafting SSM extends the candidate, guesses the LLM's next token
-        and drafts the next round behind it (used only where the whole guess comes true)."""
+    def predraft(self, drafters, drafts, cand, cand_len):
+        """While the LLM verifies: each of this round's drafting SSMs extends the candidate, guesses the LLM's
+        next token and drafts the next round behind it (used only where the whole guess comes true and the
+        SSM drafts again)."""
         ext = [torch.cat([s, cand[b, : int(cand_len[b])]]) for b, s in enumerate(self.seqs)]
-        nxt_drafters = self.drafters()  # this round's set: the weights move only after verification
         guesses = {}
-        for i in nxt_drafters:
+        for i in drafters:
             runner = self.ssms[i]
             own = [self.seqs[b].shape[0] + _agreement(drafts[b, i], cand[b, : int(cand_len[b])]) for b in range(self.bsz)]
             runner.keep(torch.tensor(own, device=self.device))
-            tokens, q = self.draft(runner, ext, 1 + self.e.gamma, first_greedy=True)
+            tokens, q = self.draft(runner, ext, 1 + self.e.length.gamma, first_greedy=True)
             guesses[i] = (tokens[:, 0], tokens[:, 1:], q)
         return guesses
 
@@ -369,8 +409,9 @@ class _Run:
                 cap = [min(kp, s.shape[0] - 1) for kp, s in zip(keep, self.seqs)]
                 runner.keep(torch.tensor(cap, device=dev))
 
-    def account(self, scored, drafts, dlen, kept, g, t_draft, t_verify):
-        """Stats, vote weights from each SSM's own acceptance, and the next speculation length."""
+    def account(self, scored, drafts, dlen, kept, g, t_draft, t_verify, voted, cand):
+        """Stats, and each drafting SSM's own acceptance (what it would have had alone: the LLM's kept
+        tokens are its greedy continuation whoever drafted), from which the vote weights follow."""
         e, stats = self.e, self.stats
         e.rounds_total += 1
         e.llm_passes_total += 1
@@ -382,17 +423,27 @@ class _Run:
         stats.verify_seconds += t_verify
         agree = torch.zeros(self.k, dtype=torch.float64)
         drafted = torch.zeros(self.k, dtype=torch.float64)
+        rejected = torch.zeros(self.k, dtype=torch.float64)
+        everyone = len(scored) == self.k > 1
         for b, new in enumerate(kept):
             if new is None or int(dlen[b]) == 0:
                 continue
+            n = int(dlen[b])
+            row = [_agreement(drafts[b, i, :n], new) if i in scored else 0 for i in range(self.k)]
             for i in scored:
-                agree[i] += _agreement(drafts[b, i, : int(dlen[b])], new)
-                drafted[i] += int(dlen[b])
+                agree[i] += row[i]
+                drafted[i] += n
+                rejected[i] += int(row[i] < min(n, new.shape[0]))  # else its draft ran out or the row ended
+            if everyone and not self.do_sample:  # the vote's headroom: the best drafter per row and round
+                stats.all_drafted_rows += 1
+                stats.all_drafted_best += max(row)
+                for i in range(self.k):
+                    stats.all_drafted_agree[i] += row[i]
+                stats.all_drafted_vote += _agreement(cand[b, :n], new) if voted else 0
         for i in scored:
             stats.accepted_per_ssm[i] += int(agree[i])
             stats.drafted_per_ssm[i] += int(drafted[i])
-        if float(drafted.sum()) > 0:
-            e.vote.update(agree, drafted, scored)
+        e.vote.update(agree, rejected, scored)
         stats.weights = e.weights.tolist()
-        if e.adaptive:
-            e.length.update(stats, e.rounds_total)
+        key = "plain" if not scored else "vote" if voted else f"ssm{scored[0]}"
+        stats.plans[key] = stats.plans.get(key, 0) + 1

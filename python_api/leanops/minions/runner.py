@@ -8,6 +8,8 @@ every row are cropped from the end; when more than half the cache is dead it is 
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from . import lean_gpt2
@@ -28,6 +30,9 @@ class HFRunner:
         self.live = torch.zeros(bsz, 0, dtype=torch.bool, device=device)  # [B, L] slot holds a row token
         self.count = torch.zeros(bsz, dtype=torch.long, device=device)  # row tokens in the cache
         self.limit = position_limit(model)
+        # transformers 5.25 renamed the cache argument and output (``past_key_values`` -> ``cache``; the old name
+        # warns and goes in 5.40): pass whichever this model's forward takes
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def feed(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Append ``tokens[B, t]`` (``valid[B, t]`` marks real tokens, a prefix of each row) and return
@@ -38,8 +43,8 @@ class HFRunner:
             pos = pos.clamp_max(self.limit - 1)  # padding may run past the table; real tokens never do
         mask = torch.cat([self.live, valid], dim=1)
         out = self.model(input_ids=tokens, attention_mask=mask.long(), position_ids=pos,
-                         past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         use_cache=True, **{self.cache_arg: self.cache})
+        self.cache = out.get("cache", out.get("past_key_values"))
         self.live = mask
         self.count = self.count + valid.sum(1)
         return out.logits
