@@ -114,6 +114,26 @@ class LeanGPT2Runner:
 
     @torch.inference_mode()  # whichever thread calls it: no autograd bookkeeping on the weights
     def feed(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens[B, t]`` (``valid`` marks real tokens, a prefix of each row) and return their logits
+        ``[B, t, V]`` (meaningless at padding). Rows with no real token (finished rows) are not computed
+        when at most 3/4 of the rows have one: in a batch whose rows finish at different rounds, a pass over
+        the rows still running costs what those rows cost, not the whole batch (their logits are zeros).
+        Measured, demo LLM, 8 rows, 5-token pass, 2 threads: all rows 17.5 ms; 6 running 15.4, 2 running 9.5;
+        with 7 running the gather of their cache costs more than it saves (18.3)."""
+        rows = valid.any(1)
+        n_rows = int(rows.sum())
+        if 0 < n_rows and 4 * n_rows <= 3 * tokens.shape[0]:
+            return self._feed_rows(tokens, valid, rows.nonzero()[:, 0])
+        return self._feed(tokens, valid, None)
+
+    def _feed_rows(self, tokens, valid, idx):
+        logits = self._feed(tokens, valid, idx)
+        out = logits.new_zeros(tokens.shape[0], tokens.shape[1], logits.shape[-1])
+        out[idx] = logits
+        return out
+
+    def _feed(self, tokens: torch.Tensor, valid: torch.Tensor, idx) -> torch.Tensor:
+        """The pass over every row (``idx`` None) or over rows ``idx`` only (the others get dead slots)."""
         bsz, t = tokens.shape
         length = self.live.shape[1]
         if length + t > self.capacity:
@@ -129,27 +149,36 @@ class LeanGPT2Runner:
         # a query sees the row's live slots up to itself, and always itself (so padding never has no key)
         mask = (live[:, None, :] & (slot[None, :] <= query)[None]) | (slot[None, :] == query)[None]
         mask = mask[:, None]
+        if idx is not None:
+            tokens, pos, mask, n = tokens[idx], pos[idx], mask[idx], idx.shape[0]
+        else:
+            n = bsz
         x = F.embedding(tokens, self.wte) + F.embedding(pos, self.wpe)
         c, h = self.width, self.heads
         for i, (l1w, l1b, attn, proj, l2w, l2b, fc, fc_proj) in enumerate(self.blocks):
             a = F.layer_norm(x, (c,), l1w, l1b, self.eps)
-            qkv = attn(a.view(-1, c)).view(bsz, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
-            self.k[i, :, :, length:end] = qkv[1]
-            self.v[i, :, :, length:end] = qkv[2]
-            o = F.scaled_dot_product_attention(qkv[0], self.k[i, :, :, :end], self.v[i, :, :, :end], attn_mask=mask,
-                                               scale=self.scale)
-            x = x + proj(o.transpose(1, 2).reshape(-1, c)).view(bsz, t, c)
+            qkv = attn(a.view(-1, c)).view(n, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+            if idx is None:
+                self.k[i, :, :, length:end] = qkv[1]
+                self.v[i, :, :, length:end] = qkv[2]
+                keys, values = self.k[i, :, :, :end], self.v[i, :, :, :end]
+            else:  # the running rows' slots only; the other rows' new slots are dead
+                self.k[i, idx, :, length:end] = qkv[1]
+                self.v[i, idx, :, length:end] = qkv[2]
+                keys, values = self.k[i, idx, :, :end], self.v[i, idx, :, :end]
+            o = F.scaled_dot_product_attention(qkv[0], keys, values, attn_mask=mask, scale=self.scale)
+            x = x + proj(o.transpose(1, 2).reshape(-1, c)).view(n, t, c)
             a = F.layer_norm(x, (c,), l2w, l2b, self.eps)
             m = fc(a.view(-1, c))
             if self.hf_gelu:
                 m = 0.5 * m * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (m + 0.044715 * torch.pow(m, 3.0))))
             else:
                 m = F.gelu(m, approximate="tanh")
-            x = x + fc_proj(m).view(bsz, t, c)
+            x = x + fc_proj(m).view(n, t, c)
         x = F.layer_norm(x, (c,), *self.ln_f, self.eps)
         self.live = live
         self.count = self.count + valid.sum(1)
-        return self.head(x.view(-1, c)).view(bsz, t, -1)
+        return self.head(x.view(-1, c)).view(n, t, -1)
 
     def keep(self, n_keep: torch.Tensor) -> None:
         self.live, self.count, used = keep_prefix(self.live, self.count, n_keep)
