@@ -74,7 +74,10 @@ def _llm_greedy(ids, mask, new, **kw):
 def test_greedy_output_equals_llm_greedy(lengths, adaptive, pipeline):
     ids, mask = _left_padded(lengths, seed=len(lengths))
     ssms = [_noisy(LLM, 1), _noisy(LLM, 2, flip=0.15), _gpt2(1, 32, 5)]
-    engine = Minions(LLM, ssms, adaptive=adaptive, pipeline=pipeline, min_gamma=1)  # True: overlap every round
+    # every round all three draft and vote (the callables cost an LLM pass per token, so the controller would
+    # rightly draft with the cheap random one alone): this test is about the vote's output, selection has its own
+    engine = Minions(LLM, ssms, adaptive=adaptive, pipeline=pipeline, min_gamma=1,  # True: overlap every round
+                     select_drafters=False)
     got = engine.generate(ids, attention_mask=mask, max_new_tokens=30)
     assert torch.equal(got[:, : ids.shape[1]], ids)  # the prompt comes back as given
     for b, want in enumerate(_llm_greedy(ids, mask, 30)):
@@ -125,15 +128,20 @@ def test_runner_compaction_keeps_logits():
         torch.testing.assert_close(got[b], want, atol=1e-4, rtol=1e-4)
 
 
-def test_hf_runner_passes_the_cache_under_the_name_the_model_takes():
+def test_hf_runner_passes_the_cache_under_the_name_the_model_takes(monkeypatch):
     import warnings
 
+    from transformers.utils import generic
+
+    logged = []  # transformers reports the deprecated name through its logger, once per process
+    monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: logged.append(msg))
     runner = HFRunner(LLM, 1, "cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = runner.feed(torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.bool))
         second = runner.feed(torch.tensor([[4]]), torch.ones(1, 1, dtype=torch.bool))
-    assert not [w for w in caught if "past_key_values" in str(w.message)]  # no deprecated name
+    said = [str(w.message) for w in caught] + [str(m) for m in logged]
+    assert not [m for m in said if "past_key_values" in m]  # no deprecated name, passed or read
     assert runner.cache is not None and runner.count.tolist() == [4]
     whole = LLM(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
     torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-5, rtol=1e-5)
@@ -265,6 +273,25 @@ def test_plain_steps_sample_from_the_llm():
     _assert_chi2(out[:, 3], p1, n)
 
 
+def test_an_ssm_that_sat_out_is_scored_on_the_rounds_it_missed(monkeypatch):
+    """When a benched SSM drafts again, its catch-up feed scores it (teacher-forced, its argmax against each
+    kept token) on every round it sat out: a right drafter gets agreements only, a wrong one misses."""
+    from leanops.minions.policy import VoteWeights
+
+    calls = []
+    record = VoteWeights.record_agreement
+    monkeypatch.setattr(VoteWeights, "record_agreement",
+                        lambda self, i, a, d: calls.append((i, a, d)) or record(self, i, a, d))
+    ids, mask = _left_padded([6], seed=4)
+    engine = Minions(LLM, [_noisy(LLM, 1, flip=0.0), _constant_drafter(3)], recheck_every=4, min_gamma=1)
+    got = engine.generate(ids, attention_mask=mask, max_new_tokens=40)
+    assert torch.equal(got[0, ids.shape[1]:], _llm_greedy(ids, mask, 40)[0])
+    wrong = [(a, d) for i, a, d in calls if i == 1]
+    right = [(a, d) for i, a, d in calls if i == 0]
+    assert wrong and sum(d for _, d in wrong) >= 5 and sum(a for a, _ in wrong) <= sum(d for _, d in wrong) / 2
+    assert all(d == 0 for _, d in right)
+
+
 def test_speculation_that_does_not_pay_falls_back_to_plain_steps():
     """A slow drafter that is never right: the cost model picks gamma 0 (plain LLM steps), speculates again
     every ``recheck_every`` rounds to keep its estimates current, and the output stays the LLM's greedy output."""
@@ -317,6 +344,26 @@ def test_lean_gpt2_runner_matches_hf(capacity, packed, monkeypatch):
         lean.keep(keep)
         hf.keep(keep)
         assert torch.equal(lean.count, hf.count)
+
+
+def test_lean_runner_computes_only_the_rows_still_running():
+    """Rows with no token in a feed (finished rows) are skipped when few rows run: the running rows' logits
+    and every row's later passes equal HF's, and the skipped rows get dead slots, not garbage keys."""
+    from leanops.minions.lean_gpt2 import LeanGPT2Runner
+
+    model = _gpt2(2, 64, 12)
+    lean, hf = LeanGPT2Runner(model, 4, "cpu"), HFRunner(model, 4, "cpu")
+    subset_passes = []
+    feed_rows = lean._feed_rows
+    lean._feed_rows = lambda *a: subset_passes.append(1) or feed_rows(*a)
+    g = torch.Generator().manual_seed(3)
+    for n in ([5, 3, 4, 2], [0, 0, 3, 0], [0, 2, 1, 0], [1, 1, 1, 1]):  # 1 and 2 of 4 rows run in between
+        tokens, valid = ragged_block([torch.randint(0, VOCAB, (k,), generator=g) for k in n])
+        a, b = lean.feed(tokens, valid), hf.feed(tokens, valid)
+        torch.testing.assert_close(a[valid], b[valid], atol=1e-4, rtol=1e-4)
+        assert torch.equal(lean.count, hf.count)
+    assert lean.live.shape == hf.live.shape and torch.equal(lean.live, hf.live)
+    assert len(subset_passes) == 2  # the two feeds where 1 and 2 of 4 rows ran
 
 
 def test_packed_weights_are_reused_until_the_weights_change(monkeypatch):

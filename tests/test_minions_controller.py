@@ -63,11 +63,13 @@ def test_plain_steps_where_speculation_does_not_pay():
     assert with_floor.plan(1, do_sample=False, hidden=0.0)[1] >= 1  # min_gamma=1 never steps plain
 
 
-def test_recheck_rounds_are_the_vote_of_all_and_do_not_move_the_choice():
+def test_recheck_rounds_try_the_other_sets_in_turn_and_do_not_move_the_choice():
     ctl = _controller([0.5, 0.9, 0.3], [2e-4] * 3, vote_alpha=0.5, vote_cost=1e-3, recheck_every=8)
-    plans = [ctl.plan(r, do_sample=False, hidden=0.0)[0] for r in range(1, 25)]
-    assert [r for r, d in zip(range(1, 25), plans) if d == (0, 1, 2)] == [8, 16, 24]
-    assert all(d == (1,) for r, d in zip(range(1, 25), plans) if r % 8)
+    assert ctl.plan(0, do_sample=False, hidden=0.0)[0] == (0, 1, 2)  # the first round measures every SSM
+    plans = [ctl.plan(r, do_sample=False, hidden=0.0)[0] for r in range(1, 41)]
+    rechecks = [d for r, d in zip(range(1, 41), plans) if r % 8 == 0]
+    assert rechecks == [(0,), (2,), (0, 1, 2), (0,), (2,)]  # every set but the current one, in turn
+    assert all(d == (1,) for r, d in zip(range(1, 41), plans) if r % 8)
     assert ctl.current[0] == (1,)
 
 
@@ -85,7 +87,8 @@ def test_sampling_drafts_with_single_ssms_only():
     ctl = _controller([0.5, 0.9, 0.3], [2e-4] * 3, vote_alpha=0.99, recheck_every=4)
     for r in range(1, 13):
         drafters, _ = ctl.plan(r, do_sample=True, hidden=0.0)
-        assert drafters == (1,)  # a recheck round too: sampling verifies one drafter's own distribution
+        # a recheck round tries another single SSM: sampling verifies one drafter's own distribution
+        assert drafters == ((1,) if r % 4 else ((0,), (2,))[(r // 4 - 1) % 2])
 
 
 def test_select_false_always_votes_with_all():

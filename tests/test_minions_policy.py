@@ -200,3 +200,10 @@ def test_overlap_hysteresis_does_not_flip_on_a_small_difference():
     assert sum(choices[12:]) <= 3  # stays with not overlapping (the first choice), rechecks aside
     clear = _overlap_run(OverlapPolicy(hysteresis=1.2), cost_on=1.0, cost_off=1.5, rounds=100)
     assert sum(clear[12:]) >= len(clear[12:]) - 3
+
+
+def test_agreement_counts_as_the_same_per_token_acceptance():
+    w = VoteWeights(2, decay=1.0)
+    w.record_agreement(1, 30, 10)  # scored teacher-forced on 40 kept tokens
+    assert w.alpha(1) == pytest.approx(acceptance_estimate(30, 10))
+    assert w.alpha(0) == pytest.approx(acceptance_estimate(0, 0))  # the other SSM untouched

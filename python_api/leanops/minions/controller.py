@@ -9,9 +9,10 @@ each SSM's acceptance (``policy.VoteWeights``: measured on every round it drafts
     expected_tokens(alpha_set, gamma) / (verify(1 + gamma) + (1 - hidden) * gamma * draft_cost(set) + vote_cost)
 
 where ``draft_cost`` of the vote is the sum of its SSMs' costs (they draft one after another) and the length
-per set is ``policy.LengthPolicy.choose``'s. The set moves only when ``hysteresis`` times better; every
-``recheck_every`` rounds all SSMs draft and vote (greedy), so every estimate (an unchosen drafter's
-acceptance included) stays current. Pure logic, unit-tested on its own
+per set is ``policy.LengthPolicy.choose``'s. The set moves only when ``hysteresis`` times better. The first round all SSMs draft and vote (greedy), which measures every
+SSM at once; then every ``recheck_every`` rounds one set other than the current one takes a round, in
+turn, so every estimate (an unchosen drafter's acceptance, the vote's) stays current at the cost of one
+round of that set. Pure logic, unit-tested on its own
 (``tests/test_minions_controller.py``).
 """
 from __future__ import annotations
@@ -59,13 +60,14 @@ class Controller:
         """Expected tokens per second of a round with this drafter set and length."""
         return self.length.rate(gamma, self.alpha(drafters), self.cost(drafters), hidden)
 
-    def candidates(self, do_sample: bool, recheck: bool) -> list:
+    def candidates(self, do_sample: bool, everyone_only: bool) -> list:
         """Drafter sets to choose from: each SSM alone and, for greedy decoding, the vote of all of them
-        (sampling verifies one drafter's own distribution). A recheck round (greedy) is the vote of all."""
+        (sampling verifies one drafter's own distribution). ``everyone_only``: just the vote of all (greedy; the first
+        round, or ``select=False``)."""
         everyone = tuple(range(self.k))
         if do_sample:
             return [(i,) for i in range(self.k)]
-        if not self.select or recheck:
+        if not self.select or everyone_only:
             return [everyone]
         return [(i,) for i in range(self.k)] + ([everyone] if self.k > 1 else [])
 
@@ -74,7 +76,12 @@ class Controller:
         plain step (gamma 0). The length per set is ``LengthPolicy.choose``'s; the set moves only when
         ``hysteresis`` times better than the current one."""
         recheck = round_index % self.recheck_every == 0
-        sets = self.candidates(do_sample, recheck)
+        sets = self.candidates(do_sample, recheck and round_index == 0)
+        if recheck and round_index > 0 and len(sets) > 1:
+            # one set other than the current one, in turn: it measures what it would do now, at the cost
+            # of one round of it (not of all SSMs drafting and voting every time)
+            others = [s for s in sets if s != self.current[0]]
+            sets = [others[(round_index // self.recheck_every - 1) % len(others)]]
 
         def length(s):
             if not self.adaptive:

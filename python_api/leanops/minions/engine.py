@@ -202,6 +202,7 @@ class _Run:
         self.ssms = [make_runner(m, bsz, device, lean=engine.lean_drafters, packed=packed) for m in engine.ssms]
         self.active = torch.ones(bsz, dtype=torch.bool)
         self.pre = [None] * k  # pipelined drafts ready for the next round, per SSM
+        self.drafted_last = [True] * k  # whether each SSM drafted last round (the first round's tail is the prompt)
         self.stats = engine.stats = MinionsStats(accepted_per_ssm=[0] * k, drafted_per_ssm=[0] * k,
                                                  weights=engine.weights.tolist(), all_drafted_agree=[0] * k)
         on_gpu = torch.device(device).type == "cuda"
@@ -224,22 +225,53 @@ class _Run:
                 self.e.overlap.record(overlap, time.perf_counter() - start, width)
 
     # ---- drafting ----
-    def draft(self, runner: Runner, seqs, n_tokens, first_greedy=False):
-        """Feed each active row's missing tail of ``seqs`` and draft ``n_tokens`` -> (tokens, probs)."""
+    def draft(self, runner: Runner, seqs, n_tokens, first_greedy=False, score=False):
+        """Feed each active row's missing tail of ``seqs`` and draft ``n_tokens`` -> (tokens, probs).
+        ``score``: also count, over the generated tokens of the tail, where the SSM's argmax given the
+        tokens before would have been the token the LLM kept (``self.last_catch_up_agreement``)."""
         active = self.active.to(self.device)
-        catch = [s[int(c):] if a else s[:0] for s, c, a in zip(seqs, runner.count.tolist(), self.active.tolist())]
+        starts = runner.count.tolist()
+        catch = [s[int(c):] if a else s[:0] for s, c, a in zip(seqs, starts, self.active.tolist())]
         tokens, valid = ragged_block(catch)
+        t0 = time.perf_counter()
         logits = runner.feed(tokens, valid)
+        t_catch = time.perf_counter() - t0
+        if score:
+            self.last_catch_up_agreement = self.catch_up_agreement(logits, catch, starts)
         last = logits[torch.arange(self.bsz, device=self.device), (valid.sum(1) - 1).clamp_min(0)]
         out, probs = [], []
+        t_steps = 0.0
         for j in range(n_tokens):
             tok, q = (last.argmax(-1), None) if (first_greedy and j == 0) else self.pick(last)
             out.append(tok)
             probs.append(q)
             if j + 1 < n_tokens:
+                t0 = time.perf_counter()
                 last = runner.feed(tok[:, None], active[:, None])[:, 0]
+                t_steps += time.perf_counter() - t0
+        # the drafting cost of a drafter used every round: a catch-up as wide as a round keeps (<= gamma + 1)
+        # counts, a longer one (it sat out rounds) does not, else sitting out would make it look slow
+        steady = tokens.shape[1] <= n_tokens + 1
+        self.last_draft_cost = (t_steps + (t_catch if steady else 0.0), n_tokens - (0 if steady else 1))
         q = torch.stack(probs[1 if first_greedy else 0:], 1) if self.do_sample and n_tokens > int(first_greedy) else None
         return torch.stack(out, 1), q
+
+    def catch_up_agreement(self, logits, catch, starts):
+        """``(agreements, disagreements)`` over the rows' tails: at each tail position whose next token is a
+        generated one, whether the SSM's argmax is that token. For greedy drafting this is the per-token
+        acceptance the SSM would have had on those rounds (its draft equals the kept tokens up to its first
+        miss), measured from a feed it needed anyway: an SSM that sat out rounds is scored on all of them."""
+        agree = total = 0
+        for b, tail in enumerate(catch):
+            n = tail.shape[0]
+            if n < 2:
+                continue
+            pred = logits[b, : n - 1].argmax(-1)
+            generated = torch.arange(1, n, device=tail.device) + int(starts[b]) >= self.prompt_len[b]
+            hits = (pred == tail[1:].to(pred.device)) & generated.to(pred.device)
+            agree += int(hits.sum())
+            total += int(generated.sum())
+        return agree, total - agree
 
     # ---- one round ----
     def round(self, pool, drafters, gamma):
@@ -263,11 +295,14 @@ class _Run:
                     self.ssms[i].keep(torch.tensor([s.shape[0] - 1 for s in self.seqs], device=self.device))
                 if i not in drafters:
                     continue
-                t_ssm = time.perf_counter()
-                drafts[:, i], q = self.draft(self.ssms[i], self.seqs, g)
-                e.control.record_draft(i, time.perf_counter() - t_ssm, g)
+                score = not self.do_sample and not self.drafted_last[i]  # sat out: its tail covers those rounds
+                drafts[:, i], q = self.draft(self.ssms[i], self.seqs, g, score=score)
+                e.control.record_draft(i, *self.last_draft_cost)
+                if score:
+                    e.vote.record_agreement(i, *self.last_catch_up_agreement)
             draft_probs = q
         self.pre = [None] * self.k
+        self.drafted_last = [i in drafters for i in range(self.k)]
         stats.pipelined_drafts += int(used_pre)
         draft_len = dlen.to(self.device)[:, None].expand(bsz, self.k).contiguous()
         benched = [i for i in range(self.k) if i not in drafters]

@@ -37,6 +37,13 @@ class VoteWeights:
         self.accepted[scored] = self.decay * self.accepted[scored] + agree[scored].double()
         self.rejections[scored] = self.decay * self.rejections[scored] + rejected[scored].double()
 
+    def record_agreement(self, i: int, agreements: int, disagreements: int) -> None:
+        """SSM ``i`` scored on tokens it did not draft (teacher-forced: its argmax against each kept token):
+        the same per-token acceptance, counted as kept draft tokens and rejections. Decayed once, as one
+        round's counts are."""
+        self.accepted[i] = self.decay * self.accepted[i] + agreements
+        self.rejections[i] = self.decay * self.rejections[i] + disagreements
+
     def alpha(self, i: int) -> float:
         """SSM ``i``'s per-token acceptance estimate."""
         return acceptance_estimate(float(self.accepted[i]), float(self.rejections[i]))

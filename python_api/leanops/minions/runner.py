@@ -44,7 +44,7 @@ class HFRunner:
         mask = torch.cat([self.live, valid], dim=1)
         out = self.model(input_ids=tokens, attention_mask=mask.long(), position_ids=pos,
                          use_cache=True, **{self.cache_arg: self.cache})
-        self.cache = out.get("cache", out.get("past_key_values"))
+        self.cache = out.get(self.cache_arg)  # output renamed with the argument; reading the old name warns
         self.live = mask
         self.count = self.count + valid.sum(1)
         return out.logits
