@@ -1,22 +1,30 @@
-"""Minions engine benchmark, in one process on the same prompts and models (the GPT-2 LLM and three
-distilled SSMs trained on the Python stdlib by ``python -m leanops.minions.train_demo_models``), greedy:
+"""Minions engine benchmark: configurations compared only on the same LLM runner, in one process, on the
+same prompts and models (the GPT-2 LLM and three SSMs distilled on different halves of the Python stdlib by
+``python -m leanops.minions.train_demo_models``), greedy, at batch 1 (prompts one after another) and batch 8.
 
-* plain greedy decoding of the LLM (HF ``generate``);
-* HF assisted generation (``generate(assistant_model=...)``) with each single SSM: the anchor;
-* our engine with one SSM; with three SSMs and the vote; + adaptive length; + pipeline (always, and
-  "auto": overlap only where measured faster); + the lean runner for the LLM too (the ablation);
+* **HF runner** (the LLM runs as the HF module with its own KV cache): plain greedy (HF ``generate``);
+  HF assisted generation with each SSM (refuses batch > 1: the error is recorded); Minions with the one SSM
+  of the highest distillation acceptance; Minions default (``lean_llm=False``).
+* **lean runner** (the LLM on ``lean_gpt2``'s prepacked runner): plain greedy; single-SSM speculative
+  decoding with each SSM, fixed gamma 4 and adaptive; the vote of all three at fixed gamma 4; Minions
+  default (``lean_llm=True``); and the default with each mechanism toggled in turn (ablation).
 
-at batch 1 (prompts one after another) and batch 8 (HF assisted generation refuses batch > 1: the error is
-recorded). Tokens/s (median over interleaved repeats, with p25-p75), LLM forward passes per token
-(counted by a forward hook), acceptance, and whether the output equals the LLM's plain greedy output.
+Every row's ``llm_passes_per_token`` is counted during its warm-up call (a forward hook on the HF module and
+a counting wrapper around the lean runner's ``feed`` of the LLM), never written in. Timing: the first call
+of every row is untimed (warm-up; passes, plans, acceptance and exactness are read from it), then
+``timing.time_providers`` runs all rows of one batch size interleaved; tokens/s is the median over
+repeats with p25-p75; ratios are anchor median time / ours with the p25-p75 of paired repeats. After
+every timed call each engine's drafting thread is let go (untimed): a live second OpenMP thread slows the
+calling thread's passes. The "best" anchors (best single-SSM row, best fixed row) are the fastest medians
+of their group, which can only favour the anchor.
 
-Timing: the first call of every row is untimed (warm-up; passes, acceptance and exactness are read from it),
-then ``timing.time_providers`` runs all rows of one batch size interleaved. After every timed call each
-engine's drafting thread is let go (untimed): a live second OpenMP thread slows the calling thread's passes,
-so one engine's thread must not slow the next row.
+The vote's headroom is measured untimed: with every SSM drafting every round (gamma 4), kept tokens per
+row and round of each SSM, of an oracle picking the best SSM per row and round, and of the vote, and per
+prompt how often the best SSM is not the overall best.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -24,23 +32,60 @@ import torch
 
 from .timing import device_tag, machine, ratio, runner_note, time_providers
 
+HF_GREEDY = "HF runner: plain greedy (HF generate)"
+HF_DEFAULT = "HF runner: Minions default"
+LEAN_GREEDY = "lean runner: plain greedy"
+LEAN_DEFAULT = "lean runner: Minions default"
+VOTE_FIXED = "lean runner: 3 SSMs + vote, gamma 4"
+# the default with one mechanism changed: (row name, Minions keyword arguments)
+ABLATIONS = [
+    ("  default, drafter selection off (always all 3 + vote)", dict(select_drafters=False)),
+    ("  default, adaptive length off (gamma 4)", dict(adaptive=False)),
+    ("  default, plain-step fallback off (min_gamma 1)", dict(min_gamma=1)),
+    ("  default, vote weights off (equal: weight_floor 1)", dict(weight_floor=1.0)),
+    ("  default, + pipeline auto (overlap where faster)", dict(pipeline="auto")),
+    ("  default, prepacked weights off (addmm)", dict(packed_weights=False)),
+]
+
+
+def _single(i, adaptive):
+    return f"lean runner: 1 SSM (ssm{i}), " + ("adaptive" if adaptive else "gamma 4")
+
 
 class _PassCounter:
-    """Counts forward calls of a module (one call = one LLM pass)."""
+    """Counts LLM passes: forward calls of the HF module, and ``feed`` calls of lean runners built on it."""
 
     def __init__(self, model):
-        self.calls = 0
+        from ..minions import lean_gpt2
+
+        self.calls, self.wte = 0, model.transformer.wte.weight
         self.handle = model.register_forward_hook(self._hook)
+        self._cls, self._feed = lean_gpt2.LeanGPT2Runner, lean_gpt2.LeanGPT2Runner.feed
 
     def _hook(self, *_):
         self.calls += 1
 
+    @contextlib.contextmanager
+    def lean(self):
+        """While open, the lean runner's passes over this model count too."""
+        feed, counter = self._feed, self
 
-def _row(name, batch, timing, new_tokens, passes, exact, acceptance=None, extra=None):
+        def counting(runner, tokens, valid):
+            if runner.wte is counter.wte:
+                counter.calls += 1
+            return feed(runner, tokens, valid)
+        self._cls.feed = counting
+        try:
+            yield
+        finally:
+            self._cls.feed = feed
+
+
+def _row(name, batch, timing, new_tokens, passes, exact, extra):
     return {"method": name, "batch": batch, **timing.to_dict("s"), "tokens": new_tokens,
             "tokens_per_s": new_tokens / timing.median, "tokens_per_s_p25": new_tokens / timing.p75,
             "tokens_per_s_p75": new_tokens / timing.p25, "llm_passes_per_token": passes / max(new_tokens, 1),
-            "exact_greedy": exact, "acceptance": acceptance, **(extra or {})}
+            "exact_greedy": exact, **extra}
 
 
 def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
@@ -52,28 +97,19 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     device = "cpu" if device is None else device
     mode, (llm, ssms, tok, report) = load_first(("tiny",) if quick else ("full", "quick"),
                                                 train="tiny" if quick else "quick")
-    llm.to(device)
-    for m in ssms:
+    for m in [llm, *ssms]:
         m.to(device)
-    llm.generation_config.eos_token_id = None  # every method decodes exactly max_new_tokens
-    for m in ssms:
-        m.generation_config.eos_token_id = None
+        m.generation_config.eos_token_id = None  # every method decodes exactly max_new_tokens
     n_prompts, new = (2, 12) if quick else (8, 96)
     prompt_len = min(32, llm.config.n_positions // 4)
     prompts = held_out_prompts(tok, n_prompts, prompt_len, seed=2).to(device)
     repeats = repeats or (2 if quick else 5)
     counter = _PassCounter(llm)
-    rows = []
+    best_ssm = max(range(len(ssms)), key=lambda i: report["acceptance"][f"ssm{i}"])
 
     with torch.no_grad():
         greedy = llm.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new,
                               do_sample=False, pad_token_id=0)
-
-    def per_prompt(fn):
-        """Batch 1: decode the prompts one after another; returns the outputs stacked."""
-        def go():
-            return torch.cat([fn(prompts[i: i + 1]) for i in range(n_prompts)])
-        return go
 
     def hf_greedy(x):
         return llm.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False, pad_token_id=0)
@@ -82,37 +118,38 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
         return lambda x: llm.generate(x, attention_mask=torch.ones_like(x), assistant_model=ssm,
                                       max_new_tokens=new, do_sample=False, pad_token_id=0)
 
-    best_ssm = max(range(len(ssms)), key=lambda i: report["acceptance"][f"ssm{i}"])
-    engine_cfgs = {
-        f"leanops Minions, 1 SSM (ssm{best_ssm}), gamma 4": dict(models=[ssms[best_ssm]], adaptive=False),
-        f"leanops Minions, 1 SSM (ssm{best_ssm}), adaptive": dict(models=[ssms[best_ssm]], adaptive=True),
-        "leanops Minions, 3 SSMs + vote, gamma 4": dict(models=ssms, adaptive=False),
-        "+ adaptive length": dict(models=ssms, adaptive=True),
-        "+ pipeline (always overlap)": dict(models=ssms, adaptive=True, pipeline=True),
-        "+ pipeline (auto: overlap where faster)": dict(models=ssms, adaptive=True, pipeline="auto"),
-        "+ lean LLM runner, addmm weights": dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True,
-                                                 packed=False),
-        FULL_CONFIG: dict(models=ssms, adaptive=True, pipeline="auto", lean_llm=True),
-    }
+    engine_rows = {f"HF runner: Minions, 1 SSM (ssm{best_ssm})": ([ssms[best_ssm]], dict(lean_llm=False)),
+                   HF_DEFAULT: (ssms, dict(lean_llm=False))}
+    for i, m in enumerate(ssms):
+        engine_rows[_single(i, False)] = ([m], dict(lean_llm=True, adaptive=False))
+    for i, m in enumerate(ssms):
+        engine_rows[_single(i, True)] = ([m], dict(lean_llm=True))
+    engine_rows[VOTE_FIXED] = (ssms, dict(lean_llm=True, adaptive=False, select_drafters=False))
+    engine_rows[LEAN_DEFAULT] = (ssms, dict(lean_llm=True))
+    for name, change in ABLATIONS:
+        engine_rows[name] = (ssms, dict(lean_llm=True, **change))
 
     def providers(batch):
         """name -> (fn, engine or None) for one batch size; batch 1 decodes the prompts one by one."""
         def shaped(fn):
-            return per_prompt(fn) if batch == 1 else (lambda: fn(prompts))
+            if batch == 1:
+                return lambda: torch.cat([fn(prompts[i: i + 1]) for i in range(n_prompts)])
+            return lambda: fn(prompts)
 
-        out = {HF_GREEDY: (shaped(hf_greedy), None),
-               LEAN_GREEDY: (shaped(lambda x: lean_gpt2.greedy(llm, x, new)), None)}
-        if batch == 1:
-            out.update({f"HF assisted, ssm{i}": (shaped(hf_assisted(m)), None) for i, m in enumerate(ssms)})
-        else:
-            out["HF assisted"] = (shaped(hf_assisted(ssms[best_ssm])), None)
-        for name, cfg in engine_cfgs.items():
-            engine = Minions(llm, cfg["models"], gamma=4, adaptive=cfg["adaptive"], pipeline=cfg.get("pipeline", False),
-                             lean_llm=cfg.get("lean_llm", False), packed_weights=cfg.get("packed", True))
-            out[name] = (shaped(lambda x, e=engine: e.generate(x, max_new_tokens=new)), engine)
+        def engine(name):
+            models, kw = engine_rows[name]
+            e = Minions(llm, models, **kw)
+            return shaped(lambda x: e.generate(x, max_new_tokens=new)), e
+
+        out = {HF_GREEDY: (shaped(hf_greedy), None)}
+        out.update({f"HF runner: HF assisted, ssm{i}": (shaped(hf_assisted(m)), None) for i, m in enumerate(ssms)})
+        hf_engines = [n for n in engine_rows if n.startswith("HF runner")]
+        out.update({n: engine(n) for n in hf_engines})
+        out[LEAN_GREEDY] = (shaped(lambda x: lean_gpt2.greedy(llm, x, new)), None)
+        out.update({n: engine(n) for n in engine_rows if n not in hf_engines})
         return out
 
-    timings_by_batch = {}
+    rows, timings_by_batch = [], {}
     with torch.no_grad():
         for batch in (1, 8):
             provs = providers(batch)
@@ -125,24 +162,21 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
             first = {}
             for name, (fn, engine) in tqdm(provs.items(), desc=f"minions bench, batch {batch}: warm-up"):
                 counter.calls = 0
-                before = engine.llm_passes_total if engine is not None else 0
                 try:
-                    out = fn()
+                    with counter.lean():
+                        out = fn()
                 except Exception as err:  # noqa: BLE001 - HF assisted refuses batch > 1: recorded, the finding
                     first[name] = {"error": f"{type(err).__name__}: {err}"}
                     continue
                 let_threads_go(name)
-                # our engine counts its own passes (its lean LLM runner does not call the HF module)
-                passes = engine.llm_passes_total - before if engine is not None else counter.calls
-                if name == LEAN_GREEDY:  # the lean runner bypasses the hook: one pass per decoding step
-                    passes = new * (n_prompts if batch == 1 else 1)
-                first[name] = {"passes": passes, "exact": bool(torch.equal(out[:, prompt_len:], greedy[:, prompt_len:])),
-                               "engine": engine}
+                exact = bool(torch.equal(out[:, prompt_len:], greedy[:, prompt_len:]))
+                extra = {}
                 if engine is not None:
-                    s = engine.stats
-                    first[name]["acceptance"] = s.acceptance()
-                    first[name]["extra"] = {"mean_length": sum(s.chosen_lengths) / max(len(s.chosen_lengths), 1),
-                                            "weights": s.weights, "pipelined_drafts": s.pipelined_drafts}
+                    s = engine.stats  # the last prompt's generate() call at batch 1 (each call starts afresh)
+                    extra = {"acceptance": s.acceptance(), "plans_last_call": dict(s.plans),
+                             "mean_length_last_call": sum(s.chosen_lengths) / max(len(s.chosen_lengths), 1),
+                             "weights_last_call": s.weights}
+                first[name] = {"passes": counter.calls, "exact": exact, "extra": extra}
             timed = {name: fn for name, (fn, _) in provs.items() if "error" not in first[name]}
             print(f"minions bench, batch {batch}: {len(timed)} rows x {repeats} interleaved repeats", flush=True)
             timings = time_providers(timed, device, repeats, warmup=0, keep_result=True, after_each=let_threads_go)
@@ -154,16 +188,16 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
                     continue
                 t = timings[name]
                 exact = f["exact"] and bool(torch.equal(t.last_result[:, prompt_len:], greedy[:, prompt_len:]))
-                rows.append(_row(name, batch, t, n_prompts * new, f["passes"], exact, f.get("acceptance"),
-                                 f.get("extra")))
+                rows.append(_row(name, batch, t, n_prompts * new, f["passes"], exact, f["extra"]))
+        headroom = _headroom(Minions(llm, ssms, lean_llm=True, adaptive=False, select_drafters=False), prompts, new)
     counter.handle.remove()
 
-    summary = _summary(timings_by_batch[1], timings_by_batch[8])
+    summary = _summary(timings_by_batch, len(ssms))
     result = {"family": "minions", "device": device_tag(device), "machine": machine(),
               "runner": runner_note("minions", quick), "models": mode, "prompts": n_prompts,
               "prompt_tokens": prompt_len, "new_tokens": new, "repeats": repeats,
               "data": "held-out Python stdlib files (never trained on)", "training_report": report,
-              "rows": rows, "summary": summary}
+              "rows": rows, "summary": summary, "headroom": headroom}
     _print(result)
     if not quick:
         os.makedirs(out_dir, exist_ok=True)
@@ -175,48 +209,91 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     return result
 
 
-HF_GREEDY = "HF greedy (no speculation)"
-LEAN_GREEDY = "leanops greedy, lean prepacked runner (no speculation)"
-FULL_CONFIG = "+ lean LLM runner, prepacked weights (all)"
+def _headroom(engine, prompts, new):
+    """Untimed: every SSM drafts every round (gamma 4), per prompt at batch 1. Kept tokens per row and round
+    of each SSM alone, of the best SSM per row and round (oracle, with hindsight) and of the vote; and how
+    often the best SSM of a prompt is not the best SSM overall."""
+    per_prompt, totals = [], None
+    for i in range(prompts.shape[0]):
+        engine.generate(prompts[i: i + 1], max_new_tokens=new)
+        h = engine.stats.headroom()
+        per_prompt.append(h["per_ssm"])
+        n = h["rows"]
+        part = torch.tensor([*[a * n for a in h["per_ssm"]], h["oracle"] * n, h["vote"] * n, n], dtype=torch.float64)
+        totals = part if totals is None else totals + part
+    k = len(per_prompt[0])
+    n = float(totals[-1])
+    per_ssm = (totals[:k] / n).tolist()
+    best = max(range(k), key=lambda j: per_ssm[j])
+    differs = sum(max(range(k), key=lambda j: p[j]) != best for p in per_prompt)
+    return {"rounds": int(n), "kept_per_round_per_ssm": per_ssm, "kept_per_round_oracle": float(totals[k] / n),
+            "kept_per_round_vote": float(totals[k + 1] / n), "best_ssm": best,
+            "prompts_whose_best_ssm_differs": differs, "prompts": len(per_prompt),
+            "oracle_gain_over_best_ssm": float(totals[k] / n) / max(per_ssm[best], 1e-9),
+            "vote_gain_over_best_ssm": float(totals[k + 1] / n) / max(per_ssm[best], 1e-9)}
 
 
-def _summary(b1, b8):
-    """Ratios of the full configuration (named before the run, not the fastest row picked after it) against
-    each anchor, per batch size: tokens/s ratio = anchor time / ours, spread from the paired repeats."""
-    out = {"full_minions": FULL_CONFIG}
-    assisted = [name for name in b1 if name.startswith("HF assisted")]
-    # the strongest anchor: the HF assisted SSM with the lowest median time
-    best = min(assisted, key=lambda name: b1[name].median)
-    out["best_hf_assisted_b1"] = best
-    for key, timings in (("b1", b1), ("b8", b8)):
-        for anchor_key, anchor in (("hf_greedy", HF_GREEDY), ("lean_greedy", LEAN_GREEDY)):
-            out[f"full_vs_{anchor_key}_{key}"] = ratio(timings[anchor], timings[FULL_CONFIG], anchor).to_dict()
-    out["full_vs_best_hf_assisted_b1"] = ratio(b1[best], b1[FULL_CONFIG], best).to_dict()
+def _fastest(timings, names):
+    return min((n for n in names if n in timings), key=lambda n: timings[n].median)
+
+
+def _summary(by_batch, k):
+    """Ratios of Minions default (named before the run) against each anchor on the same runner, per batch
+    size, and the issue's targets checked against them."""
+    out = {}
+    singles = [_single(i, a) for a in (False, True) for i in range(k)]
+    fixed = [LEAN_GREEDY, VOTE_FIXED] + [_single(i, False) for i in range(k)]
+    for batch, t in by_batch.items():
+        key = f"b{batch}"
+        best_single, best_fixed = _fastest(t, singles), _fastest(t, fixed)
+        out[key] = {
+            "lean_default_vs_lean_greedy": ratio(t[LEAN_GREEDY], t[LEAN_DEFAULT], LEAN_GREEDY).to_dict(),
+            "lean_default_vs_best_single_ssm": ratio(t[best_single], t[LEAN_DEFAULT], best_single).to_dict(),
+            "lean_default_vs_best_fixed": ratio(t[best_fixed], t[LEAN_DEFAULT], best_fixed).to_dict(),
+            "hf_default_vs_hf_greedy": ratio(t[HF_GREEDY], t[HF_DEFAULT], HF_GREEDY).to_dict(),
+        }
+        assisted = [n for n in t if n.startswith("HF runner: HF assisted")]
+        if assisted:
+            best = _fastest(t, assisted)
+            out[key]["hf_default_vs_best_hf_assisted"] = ratio(t[best], t[HF_DEFAULT], best).to_dict()
+            out[key]["lean_default_vs_best_hf_assisted"] = ratio(t[best], t[LEAN_DEFAULT], best).to_dict()
+    out["targets"] = {
+        "default >= 0.97x best fixed, batch 1": out["b1"]["lean_default_vs_best_fixed"]["ratio"] >= 0.97,
+        "default >= 0.97x best fixed, batch 8": out["b8"]["lean_default_vs_best_fixed"]["ratio"] >= 0.97,
+        "default >= 1.3x best single-SSM, batch 1": out["b1"]["lean_default_vs_best_single_ssm"]["ratio"] >= 1.3,
+        "default >= plain greedy, batch 8": out["b8"]["lean_default_vs_lean_greedy"]["ratio"] >= 1.0,
+    }
     return out
 
 
 def _print(result):
     print(f"\nMinions, {result['device']}, models: {result['models']}, {result['prompts']} prompts x "
           f"{result['new_tokens']} new tokens, greedy, {result['repeats']} interleaved repeats per row")
-    print(f"{'method':54s} {'B':>2s} {'tok/s':>8s} {'p25-p75':>13s} {'passes/tok':>10s} {'exact':>5s}  acceptance")
+    print(f"{'method':56s} {'B':>2s} {'tok/s':>7s} {'p25-p75':>13s} {'passes/tok':>10s} {'exact':>5s}  plans (last call)")
     for r in result["rows"]:
         if "error" in r:
-            print(f"{r['method']:54s} {r['batch']:2d}  refused: {r['error'][:80]}")
+            print(f"{r['method']:56s} {r['batch']:2d}  refused: {r['error'][:70]}")
             continue
-        acc = "" if r["acceptance"] is None else " ".join(f"{a:.2f}" for a in r["acceptance"])
-        print(f"{r['method']:54s} {r['batch']:2d} {r['tokens_per_s']:8.1f} {r['tokens_per_s_p25']:6.1f}-"
-              f"{r['tokens_per_s_p75']:<6.1f} {r['llm_passes_per_token']:10.3f} {str(r['exact_greedy']):>5s}  {acc}")
+        plans = " ".join(f"{k}:{v}" for k, v in r.get("plans_last_call", {}).items())
+        print(f"{r['method']:56s} {r['batch']:2d} {r['tokens_per_s']:7.1f} {r['tokens_per_s_p25']:6.1f}-"
+              f"{r['tokens_per_s_p75']:<6.1f} {r['llm_passes_per_token']:10.3f} {str(r['exact_greedy']):>5s}  {plans}")
+
+    def fmt(r):
+        return f"{r['ratio']:.2f}x ({r['ratio_p25']:.2f}-{r['ratio_p75']:.2f}) vs {r['anchor']}"
+
     s = result["summary"]
-
-    def fmt(key):
-        r = s[key]
-        return f"{r['ratio']:.2f}x ({r['ratio_p25']:.2f}-{r['ratio_p75']:.2f}) {r['anchor']}"
-
-    print(f"full Minions ({s['full_minions'][2:]}: 3 SSMs, vote, adaptive length, pipeline auto), ratio = anchor "
-          f"median time / ours (spread: p25-p75 of paired repeats):")
-    print(f"  batch 1: {fmt('full_vs_best_hf_assisted_b1')} (the fastest HF assisted row, the strongest anchor); "
-          f"{fmt('full_vs_hf_greedy_b1')}; {fmt('full_vs_lean_greedy_b1')}")
-    print(f"  batch 8: {fmt('full_vs_hf_greedy_b8')}; {fmt('full_vs_lean_greedy_b8')}")
+    print("ratio = anchor median time / ours, spread p25-p75 of paired repeats:")
+    for key in ("b1", "b8"):
+        for name, r in s[key].items():
+            print(f"  batch {key[1:]}, {name}: {fmt(r)}")
+    for target, held in s["targets"].items():
+        print(f"  target {target}: {'met' if held else 'NOT met'}")
+    h = result["headroom"]
+    print(f"vote headroom (every SSM drafts every round, gamma 4, {h['rounds']} row-rounds): kept tokens per "
+          f"round per SSM {' '.join(f'{a:.2f}' for a in h['kept_per_round_per_ssm'])}, oracle "
+          f"{h['kept_per_round_oracle']:.2f} ({h['oracle_gain_over_best_ssm']:.2f}x the best SSM), vote "
+          f"{h['kept_per_round_vote']:.2f} ({h['vote_gain_over_best_ssm']:.2f}x); the best SSM of a prompt is not "
+          f"ssm{h['best_ssm']} on {h['prompts_whose_best_ssm_differs']}/{h['prompts']} prompts")
     print(f"runner: {result['runner']} on {result['device']}")
 
 
@@ -226,14 +303,18 @@ def _plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7))
     for ax, batch in zip(axes, (1, 8)):
         sel = [r for r in rows if r["batch"] == batch and "error" not in r]
-        ax.barh([r["method"] for r in sel], [r["tokens_per_s"] for r in sel],
-                color=["tab:gray" if r["method"].startswith("HF") else
-                       "tab:olive" if r["method"].startswith("leanops greedy") else "tab:blue" for r in sel])
+        mid = [r["tokens_per_s"] for r in sel]
+        err = [[max(m - r["tokens_per_s_p25"], 0) for m, r in zip(mid, sel)],
+               [max(r["tokens_per_s_p75"] - m, 0) for m, r in zip(mid, sel)]]
+        ax.barh([r["method"] for r in sel], mid, xerr=err,
+                color=["tab:gray" if r["method"].startswith("HF runner") else
+                       "tab:olive" if "plain greedy" in r["method"] else
+                       "tab:blue" if "default" in r["method"] else "tab:cyan" for r in sel])
         ax.invert_yaxis()
-        ax.set_xlabel("tokens / s")
+        ax.set_xlabel("tokens / s (median, p25-p75)")
         ax.set_title(f"batch {batch}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
