@@ -292,6 +292,30 @@ def test_an_ssm_that_sat_out_is_scored_on_the_rounds_it_missed(monkeypatch):
     assert all(d == 0 for _, d in right)
 
 
+def test_ssms_sitting_out_are_fed_and_scored_every_score_every_rounds(monkeypatch):
+    """Greedy: every ``score_every`` rounds each SSM that did not draft is fed what it missed and scored on it
+    (a wrong one keeps missing, so its estimate stays low while it sits out); ``score_every=0`` never does."""
+    from leanops.minions.policy import VoteWeights
+
+    ids, mask = _left_padded([6, 5], seed=7)
+    want = _llm_greedy(ids, mask, 40)
+    for every, expect_calls in ((2, True), (0, False)):
+        calls = []
+        record = VoteWeights.record_agreement
+        monkeypatch.setattr(VoteWeights, "record_agreement",
+                            lambda self, i, a, d: calls.append((i, a, d)) or record(self, i, a, d))
+        engine = Minions(LLM, [_noisy(LLM, 1, flip=0.0), _constant_drafter(3)], recheck_every=64, min_gamma=1,
+                         score_every=every)
+        got = engine.generate(ids, attention_mask=mask, max_new_tokens=40)
+        for b in range(2):
+            assert torch.equal(got[b, ids.shape[1]:], want[b])
+        assert (len(calls) >= 3) == expect_calls and (expect_calls or not calls)
+        for i, a, d in calls:  # whichever of the two sat out was scored as what it is
+            assert (d == 0 < a) if i == 0 else (d > 3 * a)
+    with pytest.raises(ValueError, match="score_every"):
+        Minions(LLM, [LLM], score_every=-1)
+
+
 def test_speculation_that_does_not_pay_falls_back_to_plain_steps():
     """A slow drafter that is never right: the cost model picks gamma 0 (plain LLM steps), speculates again
     every ``recheck_every`` rounds to keep its estimates current, and the output stays the LLM's greedy output."""

@@ -53,7 +53,8 @@ class Minions:
                  adaptive: bool = True, select_drafters: bool = True, vote_temperature: float = 1.0,
                  weight_floor: float = 0.2, pipeline: bool = False, hysteresis: float = 1.05,
                  lean_drafters: bool = True, lean_llm: bool = False, recheck_every: int = 16,
-                 packed_weights: bool = True, carry_state: bool = False, backend: str | None = None):
+                 packed_weights: bool = True, carry_state: bool = False, score_every: int = 4,
+                 backend: str | None = None):
         if not isinstance(ssms, (list, tuple)) or not ssms:
             raise ValueError("ssms must be a non-empty list of draft models")
         if not 0 <= min_gamma <= gamma <= max_gamma or max_gamma < 1:
@@ -79,6 +80,9 @@ class Minions:
         self.pipeline, self.backend, self.lean_drafters, self.lean_llm = pipeline, backend, lean_drafters, lean_llm
         if recheck_every < 1:
             raise ValueError(f"need recheck_every >= 1, got {recheck_every}")
+        if isinstance(score_every, bool) or not isinstance(score_every, int) or score_every < 0:
+            raise ValueError(f"score_every must be an int >= 0 (0: never), got {score_every!r}")
+        self.score_every = score_every  # greedy: SSMs sitting out are fed and scored every this many rounds
         self._settings = dict(k=k, initial=initial, temperature=vote_temperature, floor=weight_floor,
                               lengths=(min_gamma, max_gamma, gamma), hysteresis=hysteresis, recheck=recheck_every)
         self.packed_weights = packed_weights  # lean runners on CPU: oneDNN-prepacked weights
@@ -341,6 +345,28 @@ class _Run:
             e.control.record_vote(t_vote, cand_accepted, cand_rejections)
         self.sync_caches(drafts, cand, cand_len, guesses, kept, n_before)
         self.account(drafters, drafts, dlen, kept, g, t_draft, t_verify, voted, cand)
+        if e.score_every and not self.do_sample and e.rounds_total % e.score_every == 0:
+            for i in range(self.k):
+                if i not in drafters and self.pre[i] is None:
+                    self.score_benched(i)
+
+    def score_benched(self, i):
+        """Feed SSM ``i``, which sits out, the rows' tokens it has not seen (all but each row's last, as its
+        cache always lacks that one) and score it teacher-forced on them: its acceptance stays current while
+        it does not draft, for one wide pass of a small model (the catch-up it would need anyway to draft)."""
+        runner = self.ssms[i]
+        starts = runner.count.tolist()
+        tails = [s[int(c): s.shape[0] - 1] if a else s[:0] for s, c, a in zip(self.seqs, starts, self.active.tolist())]
+        if max(t.shape[0] for t in tails) == 0:
+            return
+        tokens, valid = ragged_block(tails)
+        logits = runner.feed(tokens, valid)
+        # position p of a tail predicts the row's token after it, which exists: the last token is not fed
+        targets = [s[int(c) + 1: int(c) + 1 + t.shape[0]] for s, c, t in zip(self.seqs, starts, tails)]
+        agree, disagree = self.catch_up_agreement(logits, [torch.cat([t[:1], g]) for t, g in zip(tails, targets)],
+                                                  starts)
+        self.e.vote.record_agreement(i, agree, disagree)
+        self.drafted_last[i] = False  # the rest of what it missed is scored at its next catch-up
 
     def verify(self, cand, cand_len, draft_probs, uniforms):
         """One LLM pass over each row's missing tail plus its candidate; the verify op decides.
