@@ -35,3 +35,18 @@ def test_tiny_training_run_caches_and_reloads(tmp_path, monkeypatch):
     assert torch.equal(out, want)
     main(["--mode", "tiny"])  # cached: returns without training again
     assert demo_models.load("tiny")[3]["total_seconds"] == report["total_seconds"]
+
+
+def test_demo_section_runs_and_flags_degenerate_text(tmp_path, monkeypatch, capsys):
+    """`leanops demo`'s Minions section on the tiny models: it times the same-runner rows, checks the tokens
+    and says whether the LLM's text is degenerate (then it makes no speed claim from it)."""
+    from leanops.demo import _distinct_4grams, _minions
+
+    monkeypatch.setenv("LEANOPS_CACHE", str(tmp_path))
+    _minions(True, modes=("tiny",), train="tiny")
+    out = capsys.readouterr().out
+    assert "on the same lean runner: Minions default" in out and "one SSM with fixed gamma 4" in out
+    assert "Minions True" in out  # the engine's tokens equal HF greedy's
+    assert ("degenerate here" in out) != ("(not degenerate)" in out)
+    assert _distinct_4grams(torch.tensor([[1, 2, 3, 4] * 5])) == 4 / 17  # repeats itself
+    assert _distinct_4grams(torch.arange(20)[None]) == 1.0

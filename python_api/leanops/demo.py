@@ -108,40 +108,62 @@ def _kfatt(quick: bool) -> None:
         print(f"  {name:28} {t.median * 1e3:9.2f} ms  {str(ratio(timings[PADDED], t, PADDED)):>18} {PADDED}")
 
 
-def _minions(quick: bool) -> None:
+def _minions(quick: bool, modes=("full", "quick"), train="quick") -> None:
     from .minions import Minions, demo_models, lean_gpt2
 
-    mode, (llm, ssms, tok, report) = demo_models.load_first(train="quick")
+    mode, (llm, ssms, tok, report) = demo_models.load_first(modes, train=train)
     llm.generation_config.eos_token_id = None
     print(f"\n== Minions on the {mode} demo models (GPT-2 LLM {report['llm']['params'] / 1e6:.1f}M params, "
           f"held-out ppl {report['llm']['held_out_ppl']:.1f}; 3 distilled SSMs; trained on the Python stdlib)")
     n, new = (4, 48) if quick else (8, 96)
-    prompts = demo_models.held_out_prompts(tok, n, min(32, llm.config.n_positions // 4), seed=3)
+    prompt_len = min(32, llm.config.n_positions // 4)
+    new = min(new, llm.config.n_positions - prompt_len - 10)  # room for the longest draft (max_gamma + 1)
+    prompts = demo_models.held_out_prompts(tok, n, prompt_len, seed=3)
 
-    engine = Minions(llm, ssms, pipeline="auto", lean_llm=True)
-    fns = {"HF greedy": lambda: torch.cat([llm.generate(p[None], attention_mask=torch.ones_like(p[None]),
-                                                        max_new_tokens=new, do_sample=False, pad_token_id=0)
-                                           for p in prompts]),
-           "lean greedy": lambda: torch.cat([lean_gpt2.greedy(llm, p[None], new) for p in prompts]),
-           "Minions": lambda: torch.cat([engine.generate(p[None], max_new_tokens=new) for p in prompts])}
+    best = max(range(len(ssms)), key=lambda i: report["acceptance"][f"ssm{i}"])
+    engine = Minions(llm, ssms, lean_llm=True)  # the default, on the lean runner
+    single = Minions(llm, [ssms[best]], lean_llm=True, adaptive=False)  # one SSM, gamma 4, same runner
+
+    def each(fn):
+        return lambda: torch.cat([fn(p[None]) for p in prompts])
+    fns = {"HF greedy": each(lambda x: llm.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new,
+                                                    do_sample=False, pad_token_id=0)),
+           "lean greedy": each(lambda x: lean_gpt2.greedy(llm, x, new)),
+           f"1 SSM (ssm{best})": each(lambda x: single.generate(x, max_new_tokens=new)),
+           "Minions": each(lambda x: engine.generate(x, max_new_tokens=new))}
     with torch.no_grad():
-        # after each call the engine's drafting thread is let go (untimed), so it cannot slow the other rows
-        t = time_providers(fns, repeats=2 if quick else 3, keep_result=True, after_each=lambda _: engine._drop_worker())
+        t = time_providers(fns, repeats=2 if quick else 3, keep_result=True)
         batched = engine.generate(prompts, max_new_tokens=new)
     plain, lean, ours = (t[k].last_result for k in ("HF greedy", "lean greedy", "Minions"))
-    print(f"{n} held-out prompts x {new} tokens, batch 1, median of {t['Minions'].n} interleaved repeats: plain "
-          f"greedy (HF) {n * new / t['HF greedy'].median:.1f} tok/s, greedy on leanops' lean runner "
-          f"{n * new / t['lean greedy'].median:.1f} tok/s, Minions (3 SSMs, vote, adaptive, pipeline auto, lean runner) "
-          f"{n * new / t['Minions'].median:.1f} tok/s: {ratio(t['HF greedy'], t['Minions'], 'HF greedy')} HF greedy, "
-          f"{ratio(t['lean greedy'], t['Minions'], 'lean greedy')} lean greedy")
+    one = f"1 SSM (ssm{best})"
+    print(f"{n} held-out prompts x {new} tokens, batch 1, median of {t['Minions'].n} interleaved repeats, tok/s: "
+          + ", ".join(f"{k} {n * new / v.median:.1f}" for k, v in t.items()))
+    print(f"on the same lean runner: Minions default {ratio(t['lean greedy'], t['Minions'], 'lean greedy')} "
+          f"plain greedy, {ratio(t[one], t['Minions'], one + ' gamma 4')} one SSM with fixed gamma 4; "
+          f"HF greedy on the HF runner for reference ({ratio(t['HF greedy'], t['Minions'], 'HF greedy')}, not the "
+          f"same runner: `leanops bench minions` compares each runner with itself)")
     s = engine.stats
     print(f"same tokens as HF greedy: lean greedy {torch.equal(plain, lean)}, Minions {torch.equal(plain, ours)}, "
           f"Minions at batch {n} in one call {torch.equal(plain, batched)}")
     print(f"last run (batch {n}): {s.tokens_per_pass:.2f} tokens per LLM pass, acceptance per SSM "
-          f"{[round(a, 2) for a in s.acceptance()]}, vote weights {[round(w, 2) for w in s.weights]}, "
-          f"mean draft length {sum(s.chosen_lengths) / len(s.chosen_lengths):.1f}")
-    text = tok.decode(ours[0, prompts.shape[1]:].tolist())
+          f"{[round(a, 2) for a in s.acceptance()]}, vote weights {[round(w, 2) for w in s.weights]}, rounds per "
+          f"drafter set {dict(s.plans)}")
+    generated = ours[:, prompts.shape[1]:]
+    distinct = _distinct_4grams(generated)
+    text = tok.decode(generated[0].tolist())
     print("prompt end: " + repr(tok.decode(prompts[0, -12:].tolist())) + "\ncontinuation: " + repr(text[:200]))
+    if distinct < 0.5:
+        print(f"the LLM's text is degenerate here (distinct 4-grams {distinct:.2f} of the continuations: it repeats "
+              f"itself), so these speeds say nothing about real text; the {mode} models are too small for that. "
+              f"`python -m leanops.minions.train_demo_models` trains the full set (about 30 CPU minutes).")
+    else:
+        print(f"distinct 4-grams of the continuations: {distinct:.2f} (not degenerate)")
+
+
+def _distinct_4grams(ids: torch.Tensor) -> float:
+    """Share of distinct token 4-grams among all 4-grams of the rows (low: the text repeats itself)."""
+    grams = [tuple(row[i: i + 4].tolist()) for row in ids for i in range(row.shape[0] - 3)]
+    return len(set(grams)) / max(len(grams), 1)
 
 
 def method_demos() -> list[str]:
