@@ -43,6 +43,7 @@ ABLATIONS = [
     ("  default, adaptive length off (gamma 4)", dict(adaptive=False)),
     ("  default, plain-step fallback off (min_gamma 1)", dict(min_gamma=1)),
     ("  default, vote weights off (equal: weight_floor 1)", dict(weight_floor=1.0)),
+    ("  default, scoring of SSMs sitting out off (score_every 0)", dict(score_every=0)),
     ("  default, + pipeline auto (overlap where faster)", dict(pipeline="auto")),
     ("  default, prepacked weights off (addmm)", dict(packed_weights=False)),
 ]
