@@ -1,6 +1,6 @@
-"""Minions engine vs Hugging Face: plain greedy, assisted generation with one SSM (the anchor), greedy on
-leanops' lean runner (what the runner alone gives), and our engine (3 SSMs, vote + adaptive + pipeline,
-with and without the lean LLM runner; one engine per row, reused across calls as in use), batch 1, on
+"""Minions engine vs Hugging Face, batch 1, each LLM runner with its own anchor: on the HF runner plain
+greedy, assisted generation with one SSM and Minions default; on the lean runner plain greedy, one SSM at
+gamma 4 and Minions default (one engine per row, reused across calls as in use), on
 the cached demo models (or tiny random GPT-2s when none are trained: then the figures say nothing about
 speed-ups). pytest-benchmark times each row on its own; ratios with their spread over interleaved repeats
 come from `leanops bench minions` (leanops.bench.timing)."""
@@ -39,9 +39,10 @@ PROVIDERS = {
                                                assistant_model=SSMS[0], max_new_tokens=NEW, do_sample=False,
                                                pad_token_id=0),
     "leanops greedy (lean prepacked runner)": lambda: lean_gpt2.greedy(LLM, PROMPT, NEW),
-    "leanops minions (3 ssms, vote, adaptive, pipeline auto)": lambda e=Minions(LLM, SSMS, pipeline="auto"): e.generate(
+    "leanops minions default (hf runner)": lambda e=Minions(LLM, SSMS): e.generate(PROMPT, max_new_tokens=NEW),
+    "leanops 1 ssm, gamma 4 (lean runner)": lambda e=Minions(LLM, SSMS[:1], adaptive=False, lean_llm=True): e.generate(
         PROMPT, max_new_tokens=NEW),
-    "leanops minions (+ lean llm runner)": lambda e=Minions(LLM, SSMS, pipeline="auto", lean_llm=True): e.generate(
+    "leanops minions default (lean runner)": lambda e=Minions(LLM, SSMS, lean_llm=True): e.generate(
         PROMPT, max_new_tokens=NEW),
 }
 
