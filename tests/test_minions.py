@@ -506,3 +506,26 @@ def test_every_pass_runs_in_inference_mode():
     lean = LeanGPT2Runner(LLM, 1, "cpu")
     logits = lean.feed(torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.bool))  # called with grad enabled
     assert torch.is_grad_enabled() and logits.is_inference() and not logits.requires_grad
+
+
+def test_a_generate_call_does_not_depend_on_earlier_calls_unless_asked():
+    """Each call starts from fresh measurements (reset_state); carry_state=True keeps them across calls.
+    Fixed length and drafter set, so the decisions are the vote weights' alone (no timing in them)."""
+    ids_a, mask_a = _left_padded([7], seed=31)
+    ids_b, mask_b = _left_padded([5], seed=32)
+    ssms = [_noisy(LLM, 1), _noisy(LLM, 2, flip=0.6)]
+
+    def engine(**kw):
+        return Minions(LLM, ssms, adaptive=False, select_drafters=False, **kw)
+    fresh = engine()
+    fresh.generate(ids_b, attention_mask=mask_b, max_new_tokens=20)
+    used = engine()
+    used.generate(ids_a, attention_mask=mask_a, max_new_tokens=20)
+    used.generate(ids_b, attention_mask=mask_b, max_new_tokens=20)
+    assert used.stats.weights == fresh.stats.weights and used.rounds_total == fresh.rounds_total
+    carried = engine(carry_state=True)
+    carried.generate(ids_a, attention_mask=mask_a, max_new_tokens=20)
+    carried.generate(ids_b, attention_mask=mask_b, max_new_tokens=20)
+    assert carried.stats.weights != fresh.stats.weights and carried.rounds_total > fresh.rounds_total
+    carried.reset_state()
+    assert carried.rounds_total == 0 and carried.weights.tolist() == [1.0, 1.0]
