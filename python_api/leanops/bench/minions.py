@@ -214,24 +214,24 @@ def _headroom(engine, prompts, new):
     """Untimed: every SSM drafts every round (gamma 4), per prompt at batch 1. Kept tokens per row and round
     of each SSM alone, of the best SSM per row and round (oracle, with hindsight) and of the vote; and how
     often the best SSM of a prompt is not the best SSM overall."""
-    per_prompt, totals = [], None
+    per_prompt, k = [], len(engine.ssms)
+    rows = best_kept = vote_kept = 0
+    kept = [0] * k
     for i in range(prompts.shape[0]):
         engine.generate(prompts[i: i + 1], max_new_tokens=new)
-        h = engine.stats.headroom()
-        per_prompt.append(h["per_ssm"])
-        n = h["rows"]
-        part = torch.tensor([*[a * n for a in h["per_ssm"]], h["oracle"] * n, h["vote"] * n, n], dtype=torch.float64)
-        totals = part if totals is None else totals + part
-    k = len(per_prompt[0])
-    n = float(totals[-1])
-    per_ssm = (totals[:k] / n).tolist()
+        s = engine.stats
+        per_prompt.append(s.all_drafted_agree)
+        rows, best_kept, vote_kept = rows + s.all_drafted_rows, best_kept + s.all_drafted_best, vote_kept + s.all_drafted_vote
+        kept = [a + b for a, b in zip(kept, s.all_drafted_agree)]
+    n = max(rows, 1)
+    per_ssm = [a / n for a in kept]
     best = max(range(k), key=lambda j: per_ssm[j])
     differs = sum(max(range(k), key=lambda j: p[j]) != best for p in per_prompt)
-    return {"rounds": int(n), "kept_per_round_per_ssm": per_ssm, "kept_per_round_oracle": float(totals[k] / n),
-            "kept_per_round_vote": float(totals[k + 1] / n), "best_ssm": best,
+    return {"rounds": rows, "kept_per_round_per_ssm": per_ssm, "kept_per_round_oracle": best_kept / n,
+            "kept_per_round_vote": vote_kept / n, "best_ssm": best,
             "prompts_whose_best_ssm_differs": differs, "prompts": len(per_prompt),
-            "oracle_gain_over_best_ssm": float(totals[k] / n) / max(per_ssm[best], 1e-9),
-            "vote_gain_over_best_ssm": float(totals[k + 1] / n) / max(per_ssm[best], 1e-9)}
+            "oracle_gain_over_best_ssm": best_kept / n / max(per_ssm[best], 1e-9),
+            "vote_gain_over_best_ssm": vote_kept / n / max(per_ssm[best], 1e-9)}
 
 
 def _fastest(timings, names):

@@ -356,16 +356,13 @@ class _Run:
         it does not draft, for one wide pass of a small model (the catch-up it would need anyway to draft)."""
         runner = self.ssms[i]
         starts = runner.count.tolist()
-        tails = [s[int(c): s.shape[0] - 1] if a else s[:0] for s, c, a in zip(self.seqs, starts, self.active.tolist())]
-        if max(t.shape[0] for t in tails) == 0:
+        unseen = [s[int(c):] if a else s[:0] for s, c, a in zip(self.seqs, starts, self.active.tolist())]
+        if max(u.shape[0] for u in unseen) < 2:
             return
-        tokens, valid = ragged_block(tails)
+        # fed without each row's last token, so every fed position's next token is known: scored on `unseen`
+        tokens, valid = ragged_block([u[:-1] for u in unseen])
         logits = runner.feed(tokens, valid)
-        # position p of a tail predicts the row's token after it, which exists: the last token is not fed
-        targets = [s[int(c) + 1: int(c) + 1 + t.shape[0]] for s, c, t in zip(self.seqs, starts, tails)]
-        agree, disagree = self.catch_up_agreement(logits, [torch.cat([t[:1], g]) for t, g in zip(tails, targets)],
-                                                  starts)
-        self.e.vote.record_agreement(i, agree, disagree)
+        self.e.vote.record_agreement(i, *self.catch_up_agreement(logits, unseen, starts))
         self.drafted_last[i] = False  # the rest of what it missed is scored at its next catch-up
 
     def verify(self, cand, cand_len, draft_probs, uniforms):
