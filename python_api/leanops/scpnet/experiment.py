@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from .data import SCENES, generate
+from .data import SCENES, generate, scene_labels
 from .train import VARIANTS, mean_average_precision, predict, train_variant
 
 QUICK = dict(scenes=("kitchen", "animals", "street", "sports", "food"), train=1000, test=800, epochs=5,
@@ -160,7 +160,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m leanops.scpnet.experiment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="5 scenes (43 labels), 1000 training images, 5 epochs, single-positive setting only")
+                        help=f"{len(QUICK['scenes'])} scenes ({len(scene_labels(QUICK['scenes']))} labels), "
+                             f"{QUICK['train']} training images, {QUICK['epochs']} epochs, single-positive setting only")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0; development used 100 and up)")
     parser.add_argument("--out", default="benchmarks/results")
