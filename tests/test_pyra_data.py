@@ -3,6 +3,7 @@ tiny config (fake standard library, 1 seed, a few steps)."""
 import os
 
 import pytest
+import torch
 
 from leanops.pyra.data import _in_test, stdlib_docstring_task
 
@@ -60,7 +61,9 @@ def test_experiment_runs_on_a_tiny_config(tmp_path):
     root = fake_stdlib(tmp_path / "lib")
     cfg = dict(num_classes=3, min_words=5, max_per_class=4, max_length=16, epochs=1, batch_size=12,
                schedules=("high",), stdlib=root)
+    threads = torch.get_num_threads()
     result = experiment.run([0, 1], quick=True, config=cfg, progress=False, timing_repeats=1)
+    assert torch.get_num_threads() == threads  # the run pins its own thread count and gives the caller's back
     names = [s["method"] for s in result["summary"]]
     assert names == ["LoRA, no merging", "ToMe + LoRA (high)", "PYRA + LoRA (high)"]
     high = result["paired_pyra_minus_tome"][0]

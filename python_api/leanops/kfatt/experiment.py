@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from .._threads import torch_threads
 from .train import experiment, paired_gains, plot, summarise
 
 COLUMNS = ["din", "din_norm", "kfatt_base", "kfatt_freq", "bayes optimal"]
@@ -152,13 +153,9 @@ def run(quick: bool = False, out_dir: str = "benchmarks/results", samples: int |
     samples = samples or (4000 if quick else 30000)
     epochs = 2 if quick else 4
     generators = ("kfatt", "din") if generator == "both" else (generator,)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return {g: run_generator(g, quick, out_dir, samples, seed_list, settings, epochs)
                 for g in generators}
-    finally:
-        torch.set_num_threads(before)
 
 
 def main(argv=None):

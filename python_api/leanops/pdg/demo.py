@@ -7,14 +7,13 @@ import time
 def section(quick: bool) -> None:
     import torch
 
+    from .._threads import torch_threads
     from . import SYSTEMS, PieceVocab, build, train
     from .data import generate
     from .metrics import aspect_scores
 
     print("\n== PDG: product descriptions with adaptive posterior distillation and copying (leanops.pdg) ==")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         n_train, epochs = (300, 8) if quick else (1000, 8)
         cat = generate(n_train=n_train, n_valid=4, n_test=8, seed=7)
         vocab = PieceVocab.train(cat.training_texts(), 400)
@@ -34,5 +33,3 @@ def section(quick: bool) -> None:
             print(f"    with reviews    [aspects {aspect_scores(p, a)['coverage']:.0%}]: {a}")
             print(f"    without reviews [aspects {aspect_scores(p, b)['coverage']:.0%}]: {b}")
         print("(a quick model: the evidence is `python -m leanops.pdg.experiment --quick`)")
-    finally:
-        torch.set_num_threads(threads)

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from .._threads import torch_threads
 from ..bench.timing import machine, time_providers
 from ..tome.minilm import load_minilm
 from .data import stdlib_docstring_task
@@ -50,8 +51,12 @@ def tokenize(tok, texts, max_length):
 
 
 def run(seeds, quick: bool, config=None, out_dir="benchmarks/results", progress=True, timing_repeats=5):
-    cfg = dict(QUICK if quick else FULL, **(config or {}))
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")) or 1)
+    with torch_threads(int(os.environ.get("OMP_NUM_THREADS", "1")) or 1):
+        return _run(seeds, quick, dict(QUICK if quick else FULL, **(config or {})), out_dir, progress,
+                    timing_repeats)
+
+
+def _run(seeds, quick, cfg, out_dir, progress, timing_repeats):
     tok, base = load_minilm()
     task = stdlib_docstring_task(cfg["num_classes"], cfg["min_words"], cfg["max_per_class"], stdlib=cfg.get("stdlib"))
     train_ids, train_mask = tokenize(tok, task.train_texts, cfg["max_length"])

@@ -22,6 +22,7 @@ import time
 import torch
 
 from .. import tome
+from .._threads import torch_threads
 from ..bench.timing import machine, ratio, time_providers
 from .baselines import encode_frames, matched_tome_schedule
 from .config import TempMeConfig, planned_trace
@@ -219,12 +220,8 @@ def run_experiment(seeds: int = 3, seed: int = 0, quick: bool = False, out_dir: 
                    overrides: dict | None = None, progress: bool = True) -> dict:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, got {seeds!r}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; CPU time per run is what the budget counts
-    try:
+    with torch_threads(1):  # the machine is shared; CPU time per run is what the budget counts
         return _run_experiment(seeds, seed, quick, out_dir, overrides, progress)
-    finally:
-        torch.set_num_threads(threads)  # the caller's setting (the demo runs other sections after this one)
 
 
 def _run_experiment(seeds, seed, quick, out_dir, overrides, progress) -> dict:
