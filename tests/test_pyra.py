@@ -290,3 +290,46 @@ def test_pyra_run_with_frozen_gates_pairs_exactly_with_tome_run():
         train(model, ids, torch.ones_like(ids), y, epochs=1, batch_size=8, lr=1e-2, gate_lr=0.0, seed=5)
         heads.append(model.head.weight.detach())
     assert torch.equal(heads[0], heads[1])  # same init, batches and dropout: only the gates differ
+
+
+# ----------------------------------------------------------------------------- every supported family
+def tiny_clip():
+    cfg = transformers.CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    return transformers.CLIPVisionModel(cfg).eval()
+
+
+FAMILIES = {  # model maker, LoRA'd projection names, input maker, output
+    "ViT": (tiny_vit, ("q_proj", "k_proj", "v_proj", "o_proj"),
+            lambda g: dict(pixel_values=torch.randn(2, 3, 32, 32, generator=g)), lambda out: out.logits),
+    "CLIP": (tiny_clip, ("q_proj", "k_proj", "v_proj", "out_proj"),
+             lambda g: dict(pixel_values=torch.randn(2, 3, 32, 32, generator=g)), lambda out: out.pooler_output),
+    "Bert": (tiny_bert, ("query", "key", "value", "dense"),
+             lambda g: dict(input_ids=torch.randint(0, 50, (2, 17), generator=g)), lambda out: out.last_hidden_state),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_patch_equals_tome_then_exports_on_every_supported_family(family):
+    from peft.tuners.lora import LoraLayer
+
+    make, projections, inputs, output = FAMILIES[family]
+    model = pyra.patch(make(), r=[4, 3], num_tokens=None if family != "Bert" else 17)
+    lora = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    assert lora == set(projections)  # the attention projections of this family, adapted by peft
+    assert len(pyra.gates(model)) == 2
+    x = inputs(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, plain = output(model(**x)), output(tome.patch(make(), r=[4, 3])(**x))
+    assert torch.allclose(ours, plain, atol=1e-6)  # zero token gate, zero LoRA B: ToMe exactly
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or "token_gate" in n:
+                p.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+        adapted = output(model(**x))
+        pyra.export(model)
+        exported = output(model(**x))
+    assert not torch.allclose(adapted, plain, atol=1e-3)  # the adapters and gates now change the output
+    assert not any(isinstance(m, LoraLayer) for m in model.modules()) and len(pyra.gates(model)) == 2
+    assert torch.allclose(adapted, exported, atol=1e-5)
