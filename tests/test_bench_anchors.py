@@ -103,13 +103,21 @@ def test_timing_statistics_and_paired_ratio():
         timing.ratio(anchor, timing.Timing([1.0]), "a")
 
 
-def test_time_providers_interleaves_in_rotating_order():
+def test_time_providers_interleaves_with_each_first_and_varied_neighbours():
     order = []
-    fns = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    res = timing.time_providers(fns, repeats=3, warmup=1)
-    assert order[:3] == ["a", "b", "c"]  # warm-up
-    assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
-    assert all(r.n == 3 and all(x >= 0 for x in r.samples) for r in res.values())
+    fns = {name: (lambda name=name: order.append(name)) for name in "abcd"}
+    res = timing.time_providers(fns, repeats=12, warmup=1)
+    assert order[:4] == ["a", "b", "c", "d"]  # warm-up
+    repeats = [order[4 + 4 * i: 8 + 4 * i] for i in range(12)]
+    assert all(sorted(r) == list("abcd") for r in repeats)  # every provider once per repeat
+    assert [r[0] for r in repeats] == list("abcd") * 3  # each first equally often
+    before_b = {r[r.index("b") - 1] for r in repeats if r[0] != "b"}
+    assert before_b == {"a", "c", "d"}  # b does not always run right after the same provider
+    again = []
+    fns2 = {name: (lambda name=name: again.append(name)) for name in "abcd"}
+    timing.time_providers(fns2, repeats=12, warmup=1)
+    assert again == order  # the order is fixed by the repeat index, not drawn anew each run
+    assert all(r.n == 12 and all(x >= 0 for x in r.samples) for r in res.values())
     with pytest.raises(ValueError, match="repeats"):
         timing.time_providers(fns, repeats=0)
 

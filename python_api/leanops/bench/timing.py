@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -133,11 +134,12 @@ def time_providers(fns: dict[str, Callable[[], object]], device: str = "cpu", re
                    first_repeat: int = 0) -> dict[str, Timing]:
     """Time every zero-argument callable ``repeats`` times after ``warmup`` untimed calls each.
 
-    Repeat i runs every provider once, starting at provider ``i mod count`` (rotation), so no provider
-    always runs first after a cold start or right after one that thrashes the cache. CUDA work is
+    Repeat i runs every provider once, starting at provider ``i mod count`` (so each runs first equally
+    often), the others after it in an order shuffled by seed ``i`` (so no provider always runs right after
+    the same one: after an anchor that allocates and frees a lot, the next call pays for it). CUDA work is
     synchronised before the clock stops. ``keep_result`` keeps the last output of each provider;
     ``after_each(name)`` runs untimed after every timed call (to release what a provider holds);
-    ``first_repeat`` continues the rotation of an earlier call."""
+    ``first_repeat`` continues the order of an earlier call."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(fns)
@@ -148,8 +150,10 @@ def time_providers(fns: dict[str, Callable[[], object]], device: str = "cpu", re
     samples: dict[str, list[float]] = {name: [] for name in names}
     last: dict[str, object] = {}
     for i in range(first_repeat, first_repeat + repeats):
-        for k in range(len(names)):
-            name = names[(i + k) % len(names)]
+        first = names[i % len(names)]
+        rest = [n for n in names if n != first]
+        random.Random(i).shuffle(rest)
+        for name in [first, *rest]:
             start = time.perf_counter()
             out = fns[name]()
             sync(device)
