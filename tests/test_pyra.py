@@ -88,6 +88,32 @@ def test_pyra_merge_matches_eager_formula_and_changes_the_output():
     assert (out - plain).abs().max() > 1e-3  # the gates really act
 
 
+@pytest.mark.parametrize("with_size", [True, False])
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_pyra_merge_gradients_equal_the_eager_formula(with_size, x_grad):
+    """pyra_merge's own backward (one gradient buffer for x) against autograd through the eager formula, on a
+    non-contiguous x, with and without sizes, and with x frozen (only the gate trains)."""
+    x, size, src, dst, unm = merge_inputs(b=3, n=13, c=6, r=4)
+    x = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, batch-minor strides
+    assert not x.is_contiguous()
+    size = size if with_size else None
+    gate = pyra.PYRAGate(6, 4).double()
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(2))
+    x.requires_grad_(x_grad)
+    grad_out = torch.randn(3, 13 - 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    wrt = ([x] if x_grad else []) + list(gate.parameters())
+    ours = torch.autograd.grad(pyra.pyra_merge(x, size, src, dst, unm, 1, gate)[0], wrt, grad_out)
+    eager = torch.autograd.grad(pyra.eager_pyra_merge(x, size, src, dst, unm, 1, gate)[0], wrt, grad_out)
+    for a, b in zip(ours, eager):
+        assert torch.allclose(a, b, atol=1e-10)
+    out = pyra.pyra_merge(x, size, src, dst, unm, 1, gate)[0]
+    first = torch.autograd.grad(out, wrt, grad_out, retain_graph=True)
+    again = torch.autograd.grad(out, wrt, grad_out)  # a retained graph backpropagates twice, same result
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
 def test_pyra_merge_gradcheck_x_and_all_gate_parameters():
     x, size, src, dst, unm = merge_inputs(b=2, n=9, c=4, r=3)
     gate = pyra.PYRAGate(4, 3).double()

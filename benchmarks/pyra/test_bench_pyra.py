@@ -1,5 +1,6 @@
 """One PYRA merge step (pyra_merge: gates fused into merge_wavg) vs the same formula in eager PyTorch (the
-anchor) and plain ToMe merge_wavg (ablation), at ViT-B/16 and MiniLM shapes, forward and forward+backward;
+anchor), plain ToMe merge_wavg (ablation) and, forward+backward, pyra_merge with plain autograd through its
+row gathers (ablation), at ViT-B/16 and MiniLM shapes, forward and forward+backward;
 and end-to-end inference of exported PYRA- vs ToMe-patched MiniLM-shaped BERTs at the "high" schedule.
 pytest-benchmark times each row on its own; the ratios with their spread over interleaved repeats come
 from `leanops bench pyra` (leanops.bench.timing)."""
@@ -14,14 +15,16 @@ pytestmark = pytest.mark.skipif(DEVICE != "cpu", reason="leanops bench pyra is C
 SHAPES = QUICK_STEP_SHAPES if QUICK else STEP_SHAPES
 
 
-@pytest.mark.parametrize("provider", list(step_providers()))
-@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+CASES = [(mode, p) for mode in ("fwd", "fwd+bwd") for p in step_providers(backward=mode == "fwd+bwd")]
+
+
+@pytest.mark.parametrize("mode,provider", CASES)
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_pyra_merge_step(benchmark, shape, mode, provider):
     s = SHAPES[shape]
     benchmark.group = f"pyra merge step {shape} {mode}"
     a = step_inputs(**s, grad=mode == "fwd+bwd")
-    fn = step_providers()[provider]
+    fn = step_providers(backward=mode == "fwd+bwd")[provider]
 
     def go():
         with torch.set_grad_enabled(mode == "fwd+bwd"):

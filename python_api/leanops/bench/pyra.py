@@ -2,7 +2,8 @@
 gates fused in the ``merge_wavg`` kernel) against the same formula in eager PyTorch (the anchor,
 ``pyra.eager_pyra_merge``), at ViT-B/16 shapes (B=64, N=197, C=768, r=16) and MiniLM shapes (B=64, N=128,
 C=384, r=16), forward and forward+backward; plain ToMe ``merge_wavg`` without gates is an ablation row (what
-the gates cost). End to end: a PYRA-patched MiniLM-shaped BERT against the ToMe-patched one at the same
+the gates cost), and so, forward+backward, is pyra_merge's forward with plain autograd through its row gathers
+(what its own backward is worth). End to end: a PYRA-patched MiniLM-shaped BERT against the ToMe-patched one at the same
 schedule (both exported: LoRA merged), interleaved; PYRA's overhead = PYRA median / ToMe median - 1.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ QUICK_STEP_SHAPES = {"ViT-B/16 (quick: B=8)": dict(b=8, n=197, c=768, r=16),
 E2E = dict(batch=32, tokens=128, layers=6, hidden=384, heads=12, schedule="high")
 QUICK_E2E = dict(batch=8, tokens=64, layers=6, hidden=384, heads=12, schedule="high")
 ANCHOR, OURS, TOME = "eager PyTorch formula", "pyra_merge (fused)", "ToMe merge_wavg, no gates (ablation)"
+AUTOGRAD_GATHERS = "gathers by autograd (ablation)"  # pyra_merge's forward, plain autograd backward
 
 
 def step_inputs(b, n, c, r, grad=False, seed=0):
@@ -40,14 +42,34 @@ def step_inputs(b, n, c, r, grad=False, seed=0):
     return dict(x=x, size=size, src=src, dst=dst, unm=unm, gate=gate)
 
 
-def step_providers():
+def step_providers(backward: bool = False):
+    """Name -> step function; with ``backward`` also the autograd-gathers ablation (in the forward it is the
+    same code as pyra_merge)."""
     from ..pyra import eager_pyra_merge, pyra_merge
 
-    return {
+    providers = {
         ANCHOR: lambda a: eager_pyra_merge(a["x"], a["size"], a["src"], a["dst"], a["unm"], 1, a["gate"]),
         OURS: lambda a: pyra_merge(a["x"], a["size"], a["src"], a["dst"], a["unm"], 1, a["gate"], validate=False),
         TOME: lambda a: merge_ops.merge_wavg(a["x"], a["size"], a["src"], a["dst"], a["unm"], 1, validate=False),
     }
+    if backward:
+        providers[AUTOGRAD_GATHERS] = autograd_gathers_step
+    return providers
+
+
+def autograd_gathers_step(a):
+    """pyra_merge's forward with plain autograd through the two row gathers: the ablation that isolates what
+    pyra_merge's own backward (one gradient buffer for x, gate rows added in place) is worth."""
+    x, size, src, dst = a["x"], a["size"], a["src"], a["dst"]
+    bsz, n, c = x.shape
+    base = torch.arange(bsz)[:, None] * n
+
+    def rows(idx):
+        picked = x.reshape(bsz * n, c).index_select(0, (idx + base).reshape(-1)).view(bsz, -1, c)
+        return picked * size.gather(1, idx).unsqueeze(-1)
+
+    channel, token = a["gate"](rows(src), rows(dst))
+    return merge_ops.merge_wavg(x, size, src, dst, a["unm"], 1, channel, token, validate=False)
 
 
 def run_step(fn, a, backward: bool):
@@ -88,7 +110,8 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     jobs = [(name, mode) for name in shapes for mode in ("fwd", "fwd+bwd")]
     for name, mode in tqdm(jobs, desc="bench pyra (merge step)"):
         a = step_inputs(**shapes[name], grad=mode == "fwd+bwd")
-        fns = {p: (lambda fn=fn: run_step(fn, a, mode == "fwd+bwd")) for p, fn in step_providers().items()}
+        providers = step_providers(backward=mode == "fwd+bwd")
+        fns = {p: (lambda fn=fn: run_step(fn, a, mode == "fwd+bwd")) for p, fn in providers.items()}
         if mode == "fwd":
             fns = {p: (lambda f=f: _no_grad(f)) for p, f in fns.items()}
         t = time_providers(fns, device, repeats)

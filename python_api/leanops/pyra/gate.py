@@ -4,7 +4,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def gate_values(pre_norm, channel_gate_weight, token_gate_weight, norm_weight, norm_bias, eps):
+    """``(W_c [B, 1, C], W_t [B, r, 1])`` from ``S + D`` (``[B, r, C]``, before the layer norm): the gate
+    formula as a function of its parameters, so that ``pyra_merge`` can differentiate it on its own."""
+    p = F.layer_norm(pre_norm, pre_norm.shape[-1:], norm_weight, norm_bias, eps)
+    weight = channel_gate_weight.t().expand(p.shape[0], 1, -1)  # batched [1, r] @ [r, C]: one bmm
+    channel = 2 * torch.sigmoid(torch.bmm(weight, p))
+    token = 2 * torch.sigmoid(torch.matmul(p, token_gate_weight.t())) - 1  # [B, r, C] @ [C, 1]
+    return channel, token
 
 
 class PYRAGate(nn.Module):
@@ -42,11 +53,8 @@ class PYRAGate(nn.Module):
         self.check(source)
         if dest.shape != source.shape:
             raise ValueError(f"dest must have source's shape {tuple(source.shape)}, got {tuple(dest.shape)}")
-        p = self.norm(source + dest)
-        weight = self.channel_gate_weight.t().expand(p.shape[0], 1, self.r)  # batched [1, r] @ [r, C]: one bmm
-        channel = 2 * torch.sigmoid(torch.bmm(weight, p))
-        token = 2 * torch.sigmoid(torch.matmul(p, self.token_gate_weight.t())) - 1  # [B, r, C] @ [C, 1]
-        return channel, token
+        return gate_values(source + dest, self.channel_gate_weight, self.token_gate_weight, self.norm.weight,
+                           self.norm.bias, self.norm.eps)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, r={self.r}"

@@ -8,18 +8,65 @@ from torch import nn
 from .. import _checks
 from ..ops import merge as merge_ops
 from .._token_layout import layout
-from .gate import PYRAGate
+from .gate import PYRAGate, gate_values
+
+
+def _flat_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Row numbers of ``x[b, idx[b, j]]`` in ``x`` viewed as ``[B * N, C]``, flattened."""
+    return (idx + torch.arange(x.shape[0], device=idx.device)[:, None] * x.shape[1]).reshape(-1)
 
 
 def _weighted(x: torch.Tensor, size: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
     """``(x * size)[idx]`` as ``[B, k, C]``. Rows are picked with ``index_select`` on the flattened tokens
     (whole-row copies), which on CPU is faster than ``gather`` with an expanded index."""
     bsz, n, c = x.shape
-    flat = (idx + torch.arange(bsz, device=idx.device)[:, None] * n).reshape(-1)
-    out = x.reshape(bsz * n, c).index_select(0, flat).view(bsz, idx.shape[1], c)
+    out = x.reshape(bsz * n, c).index_select(0, _flat_rows(x, idx)).view(bsz, idx.shape[1], c)
     if size is not None:
         out = out * size.gather(1, idx).to(x.dtype).unsqueeze(-1)
     return out
+
+
+class _GatedMerge(torch.autograd.Function):
+    """The PYRA step with one gradient buffer for ``x``. Autograd through ``index_select`` would give each
+    of the two gathers its own zero-filled ``[B, N, C]`` gradient and then add the three together, which
+    costs more than the merge itself; here the merge's backward makes the only full-size gradient and the
+    gate path adds its ``2 r`` rows into it in place."""
+
+    @staticmethod
+    def forward(ctx, x, size, src_idx, dst_idx, unm_idx, protected, validate, eps, *params):
+        with torch.enable_grad():  # a local graph: merge and gate math, differentiated in backward
+            x_leaf = x.detach().requires_grad_(x.requires_grad)
+            pre_norm = (_weighted(x.detach(), size, src_idx) + _weighted(x.detach(), size, dst_idx))
+            pre_norm.requires_grad_(x.requires_grad)
+            leaves = [p.detach().requires_grad_(p.requires_grad) for p in params]
+            channel, token = gate_values(pre_norm, *leaves, eps)
+            x_out, size_out = merge_ops.merge_wavg(x_leaf, size, src_idx, dst_idx, unm_idx, protected,
+                                                   channel.to(x.dtype), token.to(x.dtype), validate=validate)
+        ctx.graph = (x_out, x_leaf, pre_norm, leaves)
+        ctx.save_for_backward(size, src_idx, dst_idx)
+        ctx.mark_non_differentiable(size_out)
+        return x_out.detach(), size_out.detach()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, _grad_size):
+        x_out, x_leaf, pre_norm, leaves = ctx.graph
+        size, src_idx, dst_idx = ctx.saved_tensors
+        wanted = [t for t in (x_leaf, pre_norm, *leaves) if t.requires_grad]
+        # retain_graph: the outer graph may be backpropagated again (retain_graph=True, gradcheck); the local
+        # graph goes when the outer one frees this node
+        found = dict(zip(map(id, wanted), torch.autograd.grad(x_out, wanted, grad_out, retain_graph=True)))
+        grad_x = found.get(id(x_leaf))
+        if grad_x is not None:  # d(S + D)/dx: the gathered rows, scaled by their sizes
+            grad_pre = found[id(pre_norm)]
+            grad_x = grad_x.contiguous()  # the kernels' gradients already are; the reference's may not be
+            bsz, n, c = grad_x.shape
+            flat = grad_x.view(bsz * n, c)
+            for idx in (src_idx, dst_idx):
+                rows = grad_pre if size is None else grad_pre * size.gather(1, idx).to(grad_pre.dtype)[..., None]
+                flat.index_add_(0, _flat_rows(grad_x, idx), rows.reshape(-1, c))
+        grads = [found.get(id(p)) for p in leaves]
+        return (grad_x, None, None, None, None, None, None, None, *grads)
 
 
 def pyra_merge(x, size, src_idx, dst_idx, unm_idx, protected, gate: PYRAGate, *, validate: bool = True):
@@ -47,6 +94,9 @@ def pyra_merge(x, size, src_idx, dst_idx, unm_idx, protected, gate: PYRAGate, *,
             _checks.index_dtype(t, name)
             if t.numel() and (bool((t < 0).any()) or bool((t >= n).any())):
                 raise ValueError(f"{name} must hold token indices in [0, {n}), got values outside")
+    params = (gate.channel_gate_weight, gate.token_gate_weight, gate.norm.weight, gate.norm.bias)
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return _GatedMerge.apply(x, size, src_idx, dst_idx, unm_idx, protected, validate, gate.norm.eps, *params)
     channel, token = gate(_weighted(x, size, src_idx), _weighted(x, size, dst_idx))
     return merge_ops.merge_wavg(x, size, src_idx, dst_idx, unm_idx, protected, channel.to(x.dtype),
                                 token.to(x.dtype), validate=validate)
