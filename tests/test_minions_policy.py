@@ -207,3 +207,13 @@ def test_agreement_counts_as_the_same_per_token_acceptance():
     w.record_agreement(1, 30, 10)  # scored teacher-forced on 40 kept tokens
     assert w.alpha(1) == pytest.approx(acceptance_estimate(30, 10))
     assert w.alpha(0) == pytest.approx(acceptance_estimate(0, 0))  # the other SSM untouched
+
+
+def test_agreement_with_nothing_scored_leaves_the_estimate_alone():
+    w = VoteWeights(2, decay=0.5)
+    w.record_agreement(0, 8, 2)
+    before = w.alpha(0)
+    w.record_agreement(0, 0, 0)  # a catch-up with no scorable token: no evidence, so no decay either
+    assert w.alpha(0) == before
+    w.record_agreement(0, 0, 1)
+    assert w.alpha(0) < before

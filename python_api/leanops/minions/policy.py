@@ -40,7 +40,9 @@ class VoteWeights:
     def record_agreement(self, i: int, agreements: int, disagreements: int) -> None:
         """SSM ``i`` scored on tokens it did not draft (teacher-forced: its argmax against each kept token):
         the same per-token acceptance, counted as kept draft tokens and rejections. Decayed once, as one
-        round's counts are."""
+        round's counts are. Nothing scored records nothing: a decay without evidence would fade the estimate."""
+        if agreements + disagreements == 0:
+            return
         self.accepted[i] = self.decay * self.accepted[i] + agreements
         self.rejections[i] = self.decay * self.rejections[i] + disagreements
 
