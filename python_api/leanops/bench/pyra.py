@@ -60,16 +60,9 @@ def step_providers(backward: bool = False):
 def autograd_gathers_step(a):
     """pyra_merge's forward with plain autograd through the two row gathers: the ablation that isolates what
     pyra_merge's own backward (one gradient buffer for x, gate rows added in place) is worth."""
-    x, size, src, dst = a["x"], a["size"], a["src"], a["dst"]
-    bsz, n, c = x.shape
-    base = torch.arange(bsz)[:, None] * n
+    from ..pyra.merge import plain_autograd_step
 
-    def rows(idx):
-        picked = x.reshape(bsz * n, c).index_select(0, (idx + base).reshape(-1)).view(bsz, -1, c)
-        return picked * size.gather(1, idx).unsqueeze(-1)
-
-    channel, token = a["gate"](rows(src), rows(dst))
-    return merge_ops.merge_wavg(x, size, src, dst, a["unm"], 1, channel, token, validate=False)
+    return plain_autograd_step(a["x"], a["size"], a["src"], a["dst"], a["unm"], 1, a["gate"], validate=False)
 
 
 def run_step(fn, a, backward: bool):

@@ -36,7 +36,8 @@ class _GatedMerge(torch.autograd.Function):
     def forward(ctx, x, size, src_idx, dst_idx, unm_idx, protected, validate, eps, *params):
         with torch.enable_grad():  # a local graph: merge and gate math, differentiated in backward
             x_leaf = x.detach().requires_grad_(x.requires_grad)
-            pre_norm = (_weighted(x.detach(), size, src_idx) + _weighted(x.detach(), size, dst_idx))
+            plain = x.detach()  # the gathers stay off the local graph: backward adds their rows by hand
+            pre_norm = _weighted(plain, size, src_idx) + _weighted(plain, size, dst_idx)
             pre_norm.requires_grad_(x.requires_grad)
             leaves = [p.detach().requires_grad_(p.requires_grad) for p in params]
             channel, token = gate_values(pre_norm, *leaves, eps)
@@ -97,6 +98,12 @@ def pyra_merge(x, size, src_idx, dst_idx, unm_idx, protected, gate: PYRAGate, *,
     params = (gate.channel_gate_weight, gate.token_gate_weight, gate.norm.weight, gate.norm.bias)
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return _GatedMerge.apply(x, size, src_idx, dst_idx, unm_idx, protected, validate, gate.norm.eps, *params)
+    return plain_autograd_step(x, size, src_idx, dst_idx, unm_idx, protected, gate, validate=validate)
+
+
+def plain_autograd_step(x, size, src_idx, dst_idx, unm_idx, protected, gate: PYRAGate, *, validate: bool = True):
+    """``pyra_merge``'s forward with no backward of its own (autograd through the two row gathers): its path
+    when nothing needs a gradient, and the benchmark's ablation of its one-buffer backward. No input checks."""
     channel, token = gate(_weighted(x, size, src_idx), _weighted(x, size, dst_idx))
     return merge_ops.merge_wavg(x, size, src_idx, dst_idx, unm_idx, protected, channel.to(x.dtype),
                                 token.to(x.dtype), validate=validate)
