@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import shared_context
+
 
 def is_encoder_decoder(model) -> bool:
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
@@ -36,6 +38,29 @@ def pack_left(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch
     return packed, packed_mask
 
 
+SHARE_BELOW = 0.75
+
+
+def _distinct_if_shared(model, encdec: bool, ctx, c_len, share_context: bool | None):
+    """``shared_context.distinct_contexts`` when the contexts' forward is shared, else None."""
+    if share_context is not None and not isinstance(share_context, bool):
+        raise TypeError(f"share_context must be None, True or False, got {share_context!r}")
+    if share_context is False:
+        return None
+    supported = shared_context.supports_sharing(model, encdec)
+    if share_context is True and not supported:
+        needs = ("get_encoder and an encoder_outputs argument" if encdec else
+                 "a KV cache, position_ids and use_cache arguments, and no gradient checkpointing in training")
+        raise ValueError(f"share_context=True: {type(model).__name__} cannot share a context's forward (it needs "
+                         f"{needs})")
+    if not supported:
+        return None
+    distinct = shared_context.distinct_contexts(ctx, c_len)
+    if share_context is None and distinct[0].shape[0] > SHARE_BELOW * ctx.shape[0]:
+        return None
+    return distinct
+
+
 def _pad_id(model) -> int:
     pad = getattr(model.config, "pad_token_id", None)
     return int(pad) if pad is not None else 0
@@ -43,13 +68,18 @@ def _pad_id(model) -> int:
 
 def sequence_logprob(model, context_ids: torch.Tensor, response_ids: torch.Tensor,
                      context_mask: torch.Tensor | None = None, response_mask: torch.Tensor | None = None,
-                     return_token_counts: bool = False):
-    """[N] float32 sums of ``log p(response token | context, earlier response tokens)``, one forward.
+                     return_token_counts: bool = False, share_context: bool | None = None):
+    """[N] float32 sums of ``log p(response token | context, earlier response tokens)``.
 
     Causal LMs score ``context + response`` and keep the response positions (each row needs at least one
     context token: the first response token is predicted from the last context token). Seq2seq models
     (``config.is_encoder_decoder``) encode the context and decode the response. With
-    ``return_token_counts=True`` also returns the [N] number of response tokens."""
+    ``return_token_counts=True`` also returns the [N] number of response tokens.
+
+    ``share_context``: run each distinct context once (``shared_context``; same result) instead of one
+    forward over every row's ``context + response``. ``None`` (default) shares when at most
+    ``SHARE_BELOW`` of the rows have distinct contexts (a group-wise batch: 3 of 5 rows at k = 1), and the
+    model supports it; ``True`` always, ``False`` never."""
     cmask = _check_ids("context_ids", context_ids, "context_mask", context_mask)
     rmask = _check_ids("response_ids", response_ids, "response_mask", response_mask)
     if context_ids.shape[0] != response_ids.shape[0]:
@@ -73,14 +103,20 @@ def sequence_logprob(model, context_ids: torch.Tensor, response_ids: torch.Tenso
     ctx, cmask, resp, rmask = (t.to(device) for t in (ctx, cmask, resp, rmask))
     c_len, r_len = c_len.to(device), r_len.to(device)
     targets = resp.masked_fill(~rmask, -100)
+    distinct = _distinct_if_shared(model, encdec, ctx, c_len, share_context)
     if encdec:
         start = model.config.decoder_start_token_id
         if start is None:
             raise ValueError("model.config.decoder_start_token_id is None: a seq2seq model needs it to decode")
         dec_in = torch.cat([torch.full_like(resp[:, :1], int(start)), resp[:, :-1]], dim=1)
         dec_mask = torch.cat([torch.ones_like(rmask[:, :1]), rmask[:, :-1]], dim=1)
-        logits = model(input_ids=ctx, attention_mask=cmask.long(), decoder_input_ids=dec_in,
-                       decoder_attention_mask=dec_mask.long()).logits
+        if distinct is not None:
+            logits = shared_context.seq2seq_logits(model, distinct, cmask, dec_in, dec_mask)
+        else:
+            logits = model(input_ids=ctx, attention_mask=cmask.long(), decoder_input_ids=dec_in,
+                           decoder_attention_mask=dec_mask.long()).logits
+    elif distinct is not None:
+        logits = shared_context.causal_response_logits(model, distinct, c_len, resp, rmask, pad)
     else:
         # context then response, right-padded: row i holds c_len_i context tokens then r_len_i response tokens
         total = c_len + r_len

@@ -3,9 +3,11 @@
 Loss at step t: ``(1 - a_t) * NLL + a_t * group_contrastive_loss``. ``a_t = 0`` for the first
 ``mle_steps`` steps (only the observed rows are run), then rises as a half cosine from 0 to ``max_alpha``
 over ``anneal_steps`` steps and stays there. In a contrastive step every row of the batch (observed and
-sampled pairs) goes through the model in one forward, and through the reference in one forward under
+sampled pairs) goes through the model in one batched forward, and through the reference in one under
 ``torch.inference_mode``; the NLL is the token-mean over the observed rows of that same forward.
-With ``cache_reference=True`` the frozen reference's log-likelihood of each row (named by the batch's
+Where rows share a context (a group's observed and response-side rows), that batched forward runs each
+distinct context once and then every row's response after it (``sequence_logprob``'s ``share_context``,
+on by default). With ``cache_reference=True`` the frozen reference's log-likelihood of each row (named by the batch's
 ``row_ids``) is computed once and reused until the next refresh: the reference never changes between
 refreshes, so later epochs skip its forward.
 """
@@ -54,7 +56,8 @@ class Trainer:
     def __init__(self, model, ref_model=None, lr: float = 1e-3, mle_steps: int = 0, anneal_steps: int = 100,
                  max_alpha: float = 1.0, refresh_every: int | None = None, grad_clip: float | None = 1.0,
                  optimizer: torch.optim.Optimizer | None = None, checkpoint_dir: str | None = None,
-                 checkpoint_every: int | None = None, progress: bool = True, cache_reference: bool = False):
+                 checkpoint_every: int | None = None, progress: bool = True, cache_reference: bool = False,
+                 share_context: bool | None = None):
         if not 0 <= max_alpha <= 1:
             raise ValueError(f"max_alpha must be in [0, 1], got {max_alpha}")
         if mle_steps < 0 or anneal_steps < 0:
@@ -75,6 +78,9 @@ class Trainer:
         self.progress = progress
         self.step_count = 0
         self.cache_reference = cache_reference
+        if share_context is not None and not isinstance(share_context, bool):
+            raise TypeError(f"share_context must be None, True or False, got {share_context!r}")
+        self.share_context = share_context
         self._ref_cache: dict[int, float] = {}
 
     def alpha(self, step: int | None = None) -> float:
@@ -94,7 +100,7 @@ class Trainer:
         b = batch["num_observed"]
         rows = slice(None) if alpha > 0 else slice(0, b)  # an MLE step runs the observed rows only
         args = [batch[k][rows] for k in ("context_ids", "response_ids", "context_mask", "response_mask")]
-        logp, counts = sequence_logprob(self.model, args[0], args[1], args[2], args[3], return_token_counts=True)
+        logp, counts = sequence_logprob(self.model, *args, return_token_counts=True, share_context=self.share_context)
         nll = -logp[:b].sum() / counts[:b].sum()
         out = {"nll": nll}
         if alpha > 0:
@@ -109,7 +115,7 @@ class Trainer:
         if use_cache and all(i in self._ref_cache for i in ids.tolist()):
             return torch.tensor([self._ref_cache[i] for i in ids.tolist()], dtype=torch.float32)
         with torch.inference_mode():
-            logp_ref = sequence_logprob(self.ref_model, *args)
+            logp_ref = sequence_logprob(self.ref_model, *args, share_context=self.share_context)
         logp_ref = logp_ref.clone()  # a normal tensor (inference tensors cannot enter autograd's saved state)
         if use_cache:
             self._ref_cache.update(zip(ids.tolist(), logp_ref.tolist()))
