@@ -1,7 +1,8 @@
 """Blend benchmark: one page request (20 candidate ads, 30 organic items, 10 slots, at most 3 ads), beam
 allocation plus VCG prices with the trained list-aware click model.
 
-Providers (the same search, the same scored slates, the same answer):
+Providers (the same search, the same scored slates, the same answer: the same slate, prices equal to float32
+rounding):
 - anchor "loop of unbatched searches": the main search and then each winner's re-solve one after another,
   each scoring one beam state's expansions per click-model call (chunks of M rows);
 - ablation "loop of step-batched searches": re-solves still one after another, but every step of a search
@@ -66,8 +67,13 @@ def run(device=None, quick=False, out_dir="benchmarks/results", repeats=None):
     # each repeat is a different request: repeat r of every provider serves request r (fair pairs)
     counters = {name: iter(range(1, repeats + 1)) for name in prov}
     fns = {name: (lambda name=name: prov[name](next(counters[name], 0))()) for name in prov}
+    answer = prov[OURS](0)()
     for name in prov:  # same answer from every provider on the warm-up request
-        assert torch.equal(prov[name](0)().price_per_click, prov[OURS](0)().price_per_click), name
+        got = prov[name](0)()
+        # the same slate; prices to float32 rounding (the click model's batch shapes differ between providers,
+        # and a float32 GEMM's rounding depends on them)
+        assert torch.equal(got.slate, answer.slate), f"{name}: slate {got.slate.tolist()} != {answer.slate.tolist()}"
+        torch.testing.assert_close(got.price_per_click, answer.price_per_click, rtol=1e-5, atol=1e-9, msg=name)
     timings = time_providers(fns, device, repeats, warmup=0)
     rows = []
     for name, t in timings.items():
