@@ -10,7 +10,7 @@ Rows (four copies of the same weights):
 - "TempMe ideal (no merge cost)": TempMe's forward and per-layer token counts with merges replaced by
   truncation (``state.ideal``): the layers' cost alone, TempMe's lower bound.
 ViT-B/16 is timed too (12 unmerged frames are ~420 GFLOPs per video: on a CPU, one video per batch and minutes
-per run); ``timed=False`` gives its GFLOPs alone.
+per run).
 Merge ops: every ``bipartite_match`` + ``merge_wavg`` call of one TempMe forward (recorded shapes and
 inputs), fused leanops ops against the same merges in eager PyTorch (``leanops.reference.merge``, float32).
 """
@@ -109,8 +109,8 @@ def bench_merge_ops(model, video, device, repeats) -> dict:
             "fused_vs_eager": ratio(t["eager PyTorch merges"], t["leanops fused merges"], "eager PyTorch merges").to_dict()}
 
 
-def bench_geometry(name, geometry, device, batch, repeats, timed=True) -> dict:
-    """GFLOPs per video of every row; with ``timed`` also videos/s (interleaved) and the merge-op share."""
+def bench_geometry(name, geometry, device, batch, repeats) -> dict:
+    """GFLOPs per video and videos/s (interleaved) of every row, and the merge-op share."""
     from ..tempme.flops import count_gflops
     built = build(geometry, device)
     models, encoders = built["models"], _encoders()
@@ -120,10 +120,8 @@ def bench_geometry(name, geometry, device, batch, repeats, timed=True) -> dict:
     final = {ANCHOR: FRAMES * grid, TOME: FRAMES * (grid - sum(built["tome_schedule"])), TEMPME: built["trace"][-1],
              IDEAL: built["trace"][-1]}
     rows = {k: {"gflops_per_video": gflops[k], "final_tokens_per_video": final[k]} for k in models}
-    out = {"geometry": name, "config": geometry, "frames": FRAMES, "batch": batch, "repeats": repeats if timed else 0,
-           "tempme_trace": built["trace"], "tome_schedule": built["tome_schedule"], "rows": rows, "timed": timed}
-    if not timed:
-        return out
+    out = {"geometry": name, "config": geometry, "frames": FRAMES, "batch": batch, "repeats": repeats,
+           "tempme_trace": built["trace"], "tome_schedule": built["tome_schedule"], "rows": rows}
 
     def forward(k):
         with torch.inference_mode():
@@ -142,25 +140,21 @@ def bench_geometry(name, geometry, device, batch, repeats, timed=True) -> dict:
 
 def format_result(res) -> str:
     lines = [f"{res['geometry']}: {res['frames']} frames, batch {res['batch']} videos, {res['repeats']} interleaved "
-             f"repeats; TempMe trace {res['tempme_trace'][0]} -> {res['tempme_trace'][-1]} tokens per video"
-             + ("" if res["timed"] else " (GFLOPs only: not timed)"),
+             f"repeats; TempMe trace {res['tempme_trace'][0]} -> {res['tempme_trace'][-1]} tokens per video",
              f"{'encoder':30} {'tokens':>6} {'GFLOPs':>8} {'median s':>9} {'videos/s':>9} {'x unmerged (p25-p75)':>22}"]
     for k, row in res["rows"].items():
-        timing = ""
-        if res["timed"]:
-            s = row["speedup"]
-            timing = (f" {row['median_s']:9.4f} {row['videos_per_s']:9.2f} {s['ratio']:8.2f}x "
-                      f"({s['ratio_p25']:.2f}-{s['ratio_p75']:.2f})")
-        lines.append(f"{k:30} {row['final_tokens_per_video']:6d} {row['gflops_per_video']:8.1f}{timing}")
-    if res["timed"]:
-        m = res["merge_ops"]
-        f = m["fused_vs_eager"]
-        lines.append(f"merge ops in one TempMe forward: {m['merges_per_forward']} merges, fused "
-                     f"{m['timings']['leanops fused merges']['median_ms']:.2f} ms vs eager "
-                     f"{m['timings']['eager PyTorch merges']['median_ms']:.2f} ms: {f['ratio']:.2f}x "
-                     f"({f['ratio_p25']:.2f}-{f['ratio_p75']:.2f}); fused merges = "
-                     f"{100 * res['merge_share_of_tempme_time']:.1f}% of TempMe's time; TempMe / ideal = "
-                     f"{res['tempme_over_ideal']['ratio']:.3f}")
+        s = row["speedup"]
+        lines.append(f"{k:30} {row['final_tokens_per_video']:6d} {row['gflops_per_video']:8.1f} "
+                     f"{row['median_s']:9.4f} {row['videos_per_s']:9.2f} {s['ratio']:8.2f}x "
+                     f"({s['ratio_p25']:.2f}-{s['ratio_p75']:.2f})")
+    m = res["merge_ops"]
+    f = m["fused_vs_eager"]
+    lines.append(f"merge ops in one TempMe forward: {m['merges_per_forward']} merges, fused "
+                 f"{m['timings']['leanops fused merges']['median_ms']:.2f} ms vs eager "
+                 f"{m['timings']['eager PyTorch merges']['median_ms']:.2f} ms: {f['ratio']:.2f}x "
+                 f"({f['ratio_p25']:.2f}-{f['ratio_p75']:.2f}); fused merges = "
+                 f"{100 * res['merge_share_of_tempme_time']:.1f}% of TempMe's time; TempMe / ideal = "
+                 f"{res['tempme_over_ideal']['ratio']:.3f}")
     return "\n".join(lines)
 
 
@@ -168,7 +162,6 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    results = [r for r in results if r["timed"]]
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, res in zip(axes[0], results):
         names = list(res["rows"])
