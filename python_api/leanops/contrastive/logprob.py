@@ -41,10 +41,14 @@ def pack_left(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch
 SHARE_BELOW = 0.75
 
 
-def _distinct_if_shared(model, encdec: bool, ctx, c_len, share_context: bool | None):
-    """``shared_context.distinct_contexts`` when the contexts' forward is shared, else None."""
+def check_share_context(share_context) -> None:
     if share_context is not None and not isinstance(share_context, bool):
         raise TypeError(f"share_context must be None, True or False, got {share_context!r}")
+
+
+def _distinct_if_shared(model, encdec: bool, ctx, c_len, share_context: bool | None):
+    """``shared_context.distinct_contexts`` when the contexts' forward is shared, else None."""
+    check_share_context(share_context)
     if share_context is False:
         return None
     supported = shared_context.supports_sharing(model, encdec)

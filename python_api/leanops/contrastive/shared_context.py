@@ -16,6 +16,7 @@ left-packed (real tokens first, as ``logprob.pack_left`` makes them) and already
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -30,10 +31,21 @@ def distinct_contexts(ctx: torch.Tensor, c_len: torch.Tensor) -> tuple[torch.Ten
     return uniq[:, 1:], uniq[:, 0].to(c_len.dtype), inverse
 
 
+def _forward_params(model) -> frozenset:
+    """The argument names of the model's forward, read once per forward function rather than on every step
+    (a forward replaced on the instance, e.g. by a hook library, is read as what it is)."""
+    return _signature_params(getattr(model.forward, "__func__", model.forward))
+
+
+@functools.lru_cache(maxsize=None)
+def _signature_params(forward) -> frozenset:
+    return frozenset(inspect.signature(forward).parameters)
+
+
 def supports_sharing(model, encoder_decoder: bool) -> bool:
     """Seq2seq: an encoder to call alone. Causal: a KV cache argument, explicit positions, and no gradient
     checkpointing in training (it drops the cache)."""
-    params = inspect.signature(model.forward).parameters
+    params = _forward_params(model)
     if encoder_decoder:
         return hasattr(model, "get_encoder") and "encoder_outputs" in params
     checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
@@ -45,12 +57,8 @@ def supports_sharing(model, encoder_decoder: bool) -> bool:
 def _cache_argument(model) -> str | None:
     """The KV cache's argument (and output field) name: ``cache`` from transformers 5.2x, before that
     ``past_key_values``."""
-    params = inspect.signature(model.forward).parameters
+    params = _forward_params(model)
     return next((name for name in ("cache", "past_key_values") if name in params), None)
-
-
-def _keeps_last_logit_only(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def causal_response_logits(model, distinct, c_len, resp, rmask, pad_id: int) -> torch.Tensor:
@@ -63,7 +71,7 @@ def causal_response_logits(model, distinct, c_len, resp, rmask, pad_id: int) -> 
     real = pos >= shift
     src = (pos - shift).clamp(min=0)
     right_aligned = torch.where(real, u_ctx.gather(1, src), torch.full_like(u_ctx, pad_id))
-    keep = {"logits_to_keep": 1} if _keeps_last_logit_only(model) else {}
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
     out = model(input_ids=right_aligned, attention_mask=real.long(), position_ids=src, use_cache=True, **keep)
     first = out.logits[:, -1][inverse]  # [N, V]: the last context token predicts response token 0
     if resp.shape[1] == 1:

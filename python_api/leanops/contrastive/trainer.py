@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from .logprob import is_encoder_decoder, sequence_logprob
+from .logprob import check_share_context, is_encoder_decoder, sequence_logprob
 from .loss import group_contrastive_loss
 
 
@@ -78,8 +78,7 @@ class Trainer:
         self.progress = progress
         self.step_count = 0
         self.cache_reference = cache_reference
-        if share_context is not None and not isinstance(share_context, bool):
-            raise TypeError(f"share_context must be None, True or False, got {share_context!r}")
+        check_share_context(share_context)  # at construction, not at the first step
         self.share_context = share_context
         self._ref_cache: dict[int, float] = {}
 
