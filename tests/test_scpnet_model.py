@@ -143,6 +143,29 @@ def test_every_variant_trains_a_step():
         train_variant("nope", data, seed=0)
 
 
+@pytest.mark.parametrize("variant", ["SPLC", "SPLC w/o correction", "SCPNet", "SCPNet w/o correction",
+                                     "SCPNet w/o PESSL"])
+def test_variants_apply_their_correction_and_pessl(monkeypatch, variant):
+    """The ablation rows differ from their parents in exactly one switch: SPLC's correction, or PESSL."""
+    import leanops.scpnet.train as train_mod
+
+    seen = {"correct": [], "pessl": 0}
+    real_splc, real_pessl = train_mod.splc_loss, train_mod.pessl_loss
+    monkeypatch.setattr(train_mod, "splc_loss", lambda *a, **k: seen["correct"].append(k["correct"]) or real_splc(*a, **k))
+
+    def counting_pessl(*a, **k):
+        seen["pessl"] += 1
+        return real_pessl(*a, **k)
+
+    monkeypatch.setattr(train_mod, "pessl_loss", counting_pessl)
+    data = generate(24, ("kitchen", "food"), seed=3)
+    train_variant(variant, data, seed=0, epochs=2, batch=12)
+    first, later = seen["correct"][:2], seen["correct"][2:]
+    assert first == [False, False]  # the warm-up epoch never corrects
+    assert later == [("w/o correction" not in variant)] * 2
+    assert seen["pessl"] == (2 if variant in ("SCPNet", "SCPNet w/o correction") else 0)
+
+
 def test_any_hf_text_encoder_can_be_passed():
     from transformers import CLIPTextConfig, CLIPTextModel
 

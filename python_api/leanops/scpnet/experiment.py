@@ -25,7 +25,11 @@ QUICK = dict(scenes=("kitchen", "animals", "street", "sports", "food"), train=10
              settings=("single",))
 FULL = dict(scenes=tuple(SCENES), train=4000, test=1500, epochs=10, settings=("single", "partial"))
 PAIRS = (("SCPNet", "SPLC"), ("SCPNet", "assume negative (BCE)"), ("SCPNet", "SCPNet w/o prior"),
-         ("SCPNet", "SCPNet shuffled names"), ("SCPNet shuffled names", "SPLC"))
+         ("SCPNet", "SCPNet shuffled names"), ("SCPNet shuffled names", "SPLC"),
+         # component isolation: the prior in the GCN, PESSL, and SPLC's correction on each model
+         ("SCPNet w/o PESSL", "SCPNet w/o prior"), ("SCPNet", "SCPNet w/o PESSL"),
+         ("SPLC w/o correction", "SPLC"), ("SCPNet w/o prior, w/o correction", "SCPNet w/o prior"),
+         ("SCPNet w/o correction", "SCPNet"), ("SCPNet w/o correction", "SPLC w/o correction"))
 
 
 def run_seed(cfg, setting: str, seed: int, progress=None) -> dict:
@@ -84,13 +88,21 @@ def verdicts(summary: dict, setting: str) -> list[str]:
 
 def format_table(summary: dict, setting: str, seeds) -> str:
     lines = [f"setting: {setting}; macro mAP on a fully labelled test set, seeds {list(seeds)}",
-             f"{'variant':28} {'mAP mean ± std':>18}   per seed"]
+             f"{'variant':34} {'mAP mean ± std':>18}   per seed"]
     for v, r in summary["table"].items():
-        lines.append(f"{v:28} {r['mean']:9.4f} ± {r['std']:.4f}   " + " ".join(f"{x:.4f}" for x in r["per_seed"]))
-    lines.append(f"{'paired difference':50} {'mean ± std':>18} {'seeds won':>10}")
+        lines.append(f"{v:34} {r['mean']:9.4f} ± {r['std']:.4f}   " + " ".join(f"{x:.4f}" for x in r["per_seed"]))
+    lines.append(f"{'paired difference':70} {'mean ± std':>18} {'seeds won':>10}")
     for p in summary["pairs"]:
-        lines.append(f"{p['a'] + ' - ' + p['b']:50} {p['mean']:+9.4f} ± {p['std']:.4f} {p['won']:>6}/{p['seeds']}")
+        lines.append(f"{p['a'] + ' - ' + p['b']:70} {p['mean']:+9.4f} ± {p['std']:.4f} {p['won']:>6}/{p['seeds']}")
     return "\n".join(lines)
+
+
+def _colour(name: str) -> str:
+    for key, colour in (("ceiling", "#333"), ("shuffled", "#c9c"), ("w/o prior", "#9c6"), ("w/o PESSL", "#fb4"),
+                        ("SCPNet", "#e63"), ("SPLC", "#69c")):
+        if key in name:
+            return colour
+    return "#999"
 
 
 def plot(results: dict, path: str) -> None:
@@ -100,14 +112,15 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     settings = list(results)
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(8 * len(settings), 4.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
         table = results[setting]["summary"]["table"]
         names = list(table)
         means = [table[n]["mean"] for n in names]
         stds = [table[n]["std"] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=3,
-               color=["#999", "#69c", "#9c6", "#e63", "#c9c", "#333"][: len(names)])
+        # hatched bars: the same model with SPLC's correction off
+        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color=[_colour(n) for n in names],
+               hatch=["//" if "w/o correction" in n else "" for n in names], edgecolor="white")
         for i, n in enumerate(names):
             ax.plot([i] * len(table[n]["per_seed"]), table[n]["per_seed"], "k.", ms=4)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)

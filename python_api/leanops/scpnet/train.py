@@ -8,14 +8,20 @@ from .data import MultiLabelImages
 from .losses import FlexThresholds, assume_negative_bce, pessl_loss, splc_loss
 from .model import LinearHead, SCPNet, SmallCNN
 
-# name -> (model kind, loss, uses PESSL); the order is the experiment's table order
+# name -> (model kind, loss, uses PESSL, SPLC's pseudo-positive correction); the order is the experiment's table
+# order. The rows "w/o correction" isolate SPLC's correction (it runs away with the cosine head, see docs).
 VARIANTS = {
-    "assume negative (BCE)": ("linear", "bce", False),
-    "SPLC": ("linear", "splc", False),
-    "SCPNet w/o prior": ("scpnet-identity", "splc", False),
-    "SCPNet": ("scpnet", "splc", True),
-    "SCPNet shuffled names": ("scpnet-shuffled", "splc", True),
-    "fully labelled (ceiling)": ("linear", "full", False),
+    "assume negative (BCE)": ("linear", "bce", False, False),
+    "SPLC": ("linear", "splc", False, True),
+    "SPLC w/o correction": ("linear", "splc", False, False),
+    "SCPNet w/o prior": ("scpnet-identity", "splc", False, True),
+    "SCPNet w/o prior, w/o correction": ("scpnet-identity", "splc", False, False),
+    "SCPNet w/o PESSL": ("scpnet", "splc", False, True),
+    "SCPNet w/o PESSL, w/o correction": ("scpnet", "splc", False, False),
+    "SCPNet": ("scpnet", "splc", True, True),
+    "SCPNet w/o correction": ("scpnet", "splc", True, False),
+    "SCPNet shuffled names": ("scpnet-shuffled", "splc", True, True),
+    "fully labelled (ceiling)": ("linear", "full", False, False),
 }
 
 
@@ -76,10 +82,11 @@ def predict(model, images: torch.Tensor, batch: int = 256) -> np.ndarray:
 def train_variant(variant: str, train: MultiLabelImages, seed: int, epochs: int = 8, batch: int = 64,
                   lr: float = 2e-3, pessl_weight: float = 1.0, pseudo_top_k: int = 3, learn_context: bool = False,
                   top_k: int = 8, progress=None, **scpnet_kwargs):
-    """Train one variant; returns the model. The first epoch is a warm-up: SPLC without correction, no PESSL."""
+    """Train one variant; returns the model. The first epoch is a warm-up: SPLC without correction, no PESSL.
+    Variants "w/o correction" never correct (SPLC's loss shape without its pseudo-positives)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
-    kind, loss_name, use_pessl = VARIANTS[variant]
+    kind, loss_name, use_pessl, splc_correction = VARIANTS[variant]
     model = build_model(kind, train.label_names, seed, learn_context=learn_context, top_k=top_k, **scpnet_kwargs)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
@@ -96,7 +103,7 @@ def train_variant(variant: str, train: MultiLabelImages, seed: int, epochs: int 
             x, y = train.images[idx], targets[idx]
             if loss_name == "splc":
                 logits = model(weak_view(x, gen))
-                loss = splc_loss(logits, y, correct=epoch > 0, known_negatives=known_neg[idx])
+                loss = splc_loss(logits, y, correct=splc_correction and epoch > 0, known_negatives=known_neg[idx])
                 if use_pessl and epoch > 0:
                     weak_probs = torch.sigmoid(logits.detach())
                     flex.update(idx, weak_probs)
