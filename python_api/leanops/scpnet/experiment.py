@@ -5,9 +5,10 @@ animals, sports, ...) so that labels that co-occur are close in meaning (leanops
 every true label; training keeps one positive per image ("single") or a random 10% of labels ("partial").
 Variants (same data, same seeds, same backbone): "assume negative" BCE; SPLC alone; SCPNet without the prior
 (identity adjacency, no PESSL); full SCPNet; SCPNet with the label names shuffled (the prior and prompts then
-carry no real semantics); fully labelled BCE as the ceiling. Metric: macro mAP (sklearn). Prints and stores
-mean ± std over seeds, paired differences with seeds won, and a plain sentence wherever an expected result
-does not hold. Reported seeds are 0..K-1 (offset by --seed); development used seeds 100 and up."""
+carry no real semantics); fully labelled BCE as the ceiling. Component ablations: SCPNet without PESSL (prior
+graph kept), and "w/o correction" twins of SPLC, SCPNet w/o prior, SCPNet w/o PESSL and SCPNet (SPLC's
+pseudo-positive correction never applied). Metric: macro mAP (sklearn). Prints and stores mean ± std over seeds,
+paired differences with seeds won, and a plain sentence wherever an expected result does not hold. Reported seeds are 0..K-1 (offset by --seed); development used seeds 100 and up."""
 from __future__ import annotations
 
 import argparse
